@@ -1,0 +1,1 @@
+//! vpsie-autoscaler library.
