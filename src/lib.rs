@@ -1,1 +1,7 @@
-//! vpsie-autoscaler library.
+//! vpsie-autoscaler: a Kubernetes node autoscaler and rebalancer for the VPSie cloud.
+
+pub mod crd;
+pub mod config;
+pub mod lease;
+pub mod metrics;
+pub mod server;

@@ -1,0 +1,55 @@
+//! The custom resources of `autoscaler.vpsie.com/v1alpha1`, the labels we put on objects, and the
+//! condition bookkeeping shared by every status.
+//!
+//! Validation lives in the schemas (bounds, enums, patterns and CEL rules), so the API server itself
+//! rejects a bad object with a message that says what to fix, whether or not the controller runs.
+
+pub mod conditions;
+pub mod duration;
+pub mod nodegroup;
+pub mod rebalance;
+pub mod vpsienode;
+
+pub use conditions::set_condition;
+pub use duration::KubeDuration;
+pub use nodegroup::{NodeGroup, NodeGroupSpec, NodeGroupStatus, RebalancePolicy, RebalanceStrategy};
+pub use rebalance::{Rebalance, RebalancePhase, RebalanceSpec, RebalanceStatus};
+pub use vpsienode::{VPSieNode, VPSieNodePhase, VPSieNodeSpec, VPSieNodeStatus};
+
+use kube::CustomResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// API group of every custom resource of this project.
+pub const GROUP: &str = "autoscaler.vpsie.com";
+
+/// Label on Nodes and VPSieNodes naming the NodeGroup that owns them.
+pub const NODEGROUP_LABEL: &str = "autoscaler.vpsie.com/nodegroup";
+
+/// Label on the VPSieNodes and Nodes that a rebalance operation is touching; the runbook greps for it,
+/// and it is removed when the operation ends, whichever way it ends.
+pub const REBALANCE_LABEL: &str = "rebalance-operation";
+
+/// Value of [`REBALANCE_LABEL`] while an operation holds the object.
+pub const REBALANCE_IN_PROGRESS: &str = "in-progress";
+
+/// Pods annotated with this (value `"true"`) are never disrupted by scale-down or rebalancing.
+pub const DO_NOT_DISRUPT_ANNOTATION: &str = "autoscaler.vpsie.com/do-not-disrupt";
+
+/// Field manager of every server-side apply the controller makes, so that ownership of fields is stable.
+pub const FIELD_MANAGER: &str = "vpsie-autoscaler";
+
+/// All CRDs of the project, in the order they are printed and installed.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![NodeGroup::crd(), VPSieNode::crd(), Rebalance::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, exactly what `vpsie-autoscaler crd` prints and what is
+/// checked in under `deploy/crds/`.
+pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in all() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
