@@ -5,3 +5,7 @@ pub mod config;
 pub mod lease;
 pub mod metrics;
 pub mod server;
+pub mod cli;
+pub mod controller;
+pub mod run;
+pub mod telemetry;

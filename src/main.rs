@@ -1,1 +1,22 @@
-fn main() {}
+use clap::Parser;
+use vpsie_autoscaler::{
+    cli::{Cli, Command},
+    crd, run, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Exactly one rustls provider is compiled in; installing it explicitly keeps kube and reqwest agreeing.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::all_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => {
+            telemetry::init(cli.log_format, &cli.log_level)?;
+            run::run(args).await
+        }
+    }
+}

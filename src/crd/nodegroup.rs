@@ -202,10 +202,10 @@ pub struct MaintenanceWindow {
     #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// Opening time, `HH:MM` (24 h).
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
     /// Closing time, `HH:MM`; earlier than `start` means the window runs past midnight.
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
     /// IANA time zone such as `Europe/Berlin`; UTC when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,146 @@
+//! The controllers of a replica and what they share.
+//!
+//! Pipeline of every controller: observe (reflector stores fed by watches), decide (pure planners over a
+//! snapshot), act (only while this replica holds the leader Lease), report (status, events, metrics).
+//! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Api, Client, Resource,
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    crd::{NodeGroup, Rebalance, VPSieNode},
+    metrics::{ControllerLabel, ErrorLabels, Metrics, ReconcileLabels},
+    server::Readiness,
+};
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    /// True while this replica holds the leader Lease.
+    pub leader: watch::Receiver<bool>,
+}
+
+impl Context {
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {kind} failed: {source}")]
+    Read { kind: &'static str, source: kube::Error },
+    #[error("writing {kind} failed: {source}")]
+    Write { kind: &'static str, source: kube::Error },
+}
+
+impl Error {
+    /// Bounded label for metrics and event reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "KubeRead",
+            Self::Write { .. } => "KubeWrite",
+        }
+    }
+}
+
+/// While not leading, a controller only keeps its cache warm; it looks again when leadership may have
+/// changed hands.
+const FOLLOWER_RECHECK: Duration = Duration::from_secs(30);
+
+/// The reconcile of a controller that does not act yet: it observes and reports that it saw the object.
+/// The lifecycle issues replace these with the real pipelines.
+async fn observe<K>(obj: Arc<K>, ctx: Arc<Context>, controller: &'static str) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let started = std::time::Instant::now();
+    if !ctx.is_leader() {
+        return Ok(Action::requeue(FOLLOWER_RECHECK));
+    }
+    tracing::debug!(controller, object = %ObjectRef::from_obj(obj.as_ref()), "observed");
+    ctx.metrics.controller.duration.get_or_create(&ControllerLabel { controller }).observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_obj, error, ctx| {
+        ctx.metrics.controller.errors.get_or_create(&ErrorLabels { controller, kind: error.kind() }).inc();
+        tracing::warn!(controller, error = %error, "reconcile failed");
+        Action::requeue(Duration::from_secs(15))
+    }
+}
+
+fn count(ctx: &Context, controller: &'static str, ok: bool) {
+    let result = if ok { "success" } else { "error" };
+    ctx.metrics.controller.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
+}
+
+/// Runs every controller until `shutdown`; marks `readiness` once all their watches have synced.
+pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let nodegroups = Controller::new(Api::<NodeGroup>::all(client.clone()), watcher::Config::default().any_semantic());
+    let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
+    let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
+    let (node_store, node_writer) = kube::runtime::reflector::store::<Node>();
+
+    let stores = (nodegroups.store(), vpsienodes.store(), rebalances.store(), node_store.clone());
+    let metrics = ctx.metrics.clone();
+    tokio::spawn(async move {
+        let synced = async {
+            stores.0.wait_until_ready().await?;
+            stores.1.wait_until_ready().await?;
+            stores.2.wait_until_ready().await?;
+            stores.3.wait_until_ready().await
+        };
+        if synced.await.is_ok() {
+            tracing::info!("all watches synced; ready");
+            metrics.controller.watches_synced.set(1);
+            readiness.set_ready();
+        }
+    });
+
+    let nodes = watcher(Api::<Node>::all(client), watcher::Config::default().any_semantic());
+    let node_watch = kube::runtime::reflector(node_writer, nodes).for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "node watch error");
+        }
+    });
+
+    macro_rules! drive {
+        ($controller:expr, $name:literal) => {{
+            let ctx = ctx.clone();
+            $controller
+                .graceful_shutdown_on({
+                    let s = shutdown.clone();
+                    async move { s.cancelled().await }
+                })
+                .run(|obj, ctx| observe(obj, ctx, $name), error_policy($name), ctx.clone())
+                .for_each(move |res| {
+                    let ctx = ctx.clone();
+                    async move { count(&ctx, $name, res.is_ok()) }
+                })
+        }};
+    }
+
+    tokio::select! {
+        _ = futures::future::join3(
+            drive!(nodegroups, "nodegroup"),
+            drive!(vpsienodes, "vpsienode"),
+            drive!(rebalances, "rebalance"),
+        ) => {}
+        _ = node_watch => {}
+        _ = shutdown.cancelled() => {}
+    }
+}

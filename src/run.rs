@@ -1,0 +1,123 @@
+//! The `run` subcommand: one replica of the controller. It wires the shared shutdown signal to every
+//! task (server, leader election, controllers), so SIGTERM ends them all and vacates the Lease.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context as _;
+use kube::{Client, config::KubeConfigOptions};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cli::RunArgs,
+    config::Config,
+    controller::{self, Context},
+    lease::{LeaderElector, LeaseConfig},
+    metrics::Metrics,
+    server::{self, Readiness, ServerState},
+};
+
+/// Builds a client from a kubeconfig file, or from the in-cluster/default configuration.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Fires the token on SIGTERM or SIGINT.
+pub fn shutdown_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let identity = match &args.identity {
+        Some(id) => id.clone(),
+        None => hostname()?,
+    };
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone());
+
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        ServerState { registry: Arc::new(registry), readiness: readiness.clone() },
+        shutdown.clone(),
+    ));
+
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            lease_duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry_period: args.lease_retry_period,
+        },
+    );
+    let election = tokio::spawn(elector.run(leader_tx, shutdown.clone()));
+    {
+        let metrics = metrics.clone();
+        let mut rx = leader_rx.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                metrics.leader.is_leader.set(i64::from(*rx.borrow()));
+                metrics.leader.transitions.inc();
+            }
+        });
+    }
+
+    tracing::info!(%identity, lease = %args.lease_name, "starting controllers");
+    let ctx = Arc::new(Context { client, config, metrics, leader: leader_rx });
+    let controllers = tokio::spawn(controller::run(ctx, readiness, shutdown.clone()));
+
+    // Losing the lease ends the process: another replica may already be acting, and a fresh start is the
+    // only sure way to drop every in-flight action.
+    let outcome = election.await.context("leader election task panicked")?;
+    shutdown.cancel();
+    let _ = controllers.await;
+    match server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
+        Ok(Ok(())) => {}
+    }
+    outcome.map_err(anyhow::Error::from)?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .context("cannot tell this replica's identity: pass --identity or set POD_NAME")?;
+    Ok(format!("{name}-{}", std::process::id()))
+}
