@@ -20,14 +20,22 @@ use crate::{
 
 /// Builds a client from a kubeconfig file, or from the in-cluster/default configuration.
 pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
         }
         None => kube::Config::infer().await?,
     };
+    without_transparent_retries(&mut config);
     Ok(Client::try_from(config)?)
+}
+
+/// kube's default client retries 429 up to 15 times with backoff. An eviction refused by a PDB answers
+/// 429, so that retry would hide the refusal for minutes and blow through drain deadlines; our drains
+/// and controllers retry on their own schedule instead.
+pub fn without_transparent_retries(config: &mut kube::Config) {
+    config.default_retry = false;
 }
 
 /// Fires the token on SIGTERM or SIGINT.

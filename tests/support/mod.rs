@@ -1,0 +1,243 @@
+//! Test support for the end-to-end suites: one real control plane per test binary (or the one named by
+//! `VPSIE_TESTENV`, a state directory made by `testenv/up.sh`), a namespace per test, and the
+//! controller's own ServiceAccount token bound to the ClusterRole we ship.
+//!
+//! A control plane started here is stopped by a watchdog process when the test binary exits, however it
+//! exits (a failed assertion, a panic, an abort), so no run leaves processes behind.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::json;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+pub struct TestEnv {
+    pub state_dir: PathBuf,
+    pub vars: BTreeMap<String, String>,
+}
+
+static ENV: OnceLock<TestEnv> = OnceLock::new();
+
+/// The control plane of this test binary, started on first use.
+pub fn env() -> &'static TestEnv {
+    ENV.get_or_init(|| {
+        let state_dir = match std::env::var("VPSIE_TESTENV") {
+            Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => start_own(),
+        };
+        let vars = read_env_file(&state_dir.join("env"));
+        let env = TestEnv { state_dir, vars };
+        env.install_project_objects();
+        env
+    })
+}
+
+fn start_own() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vpsie-testenv-{}", std::process::id()));
+    let status = Command::new("bash").arg(format!("{REPO}/testenv/up.sh")).arg(&dir).status().expect("run testenv/up.sh");
+    assert!(status.success(), "testenv/up.sh failed; see the logs it printed");
+    // The watchdog outlives us by design: it waits for this process to end, then tears down.
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash {REPO}/testenv/down.sh {dir} >/dev/null 2>&1",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("setsid").args(["bash", "-c", &script]).spawn().expect("start the teardown watchdog");
+    dir
+}
+
+fn read_env_file(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').replace("\\ ", " ")))
+        .collect()
+}
+
+impl TestEnv {
+    pub fn var(&self, key: &str) -> &str {
+        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from the testenv env file"))
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(self.var("KUBECONFIG"))
+    }
+
+    pub fn kubectl_path(&self) -> &str {
+        self.var("TESTENV_KUBECTL")
+    }
+
+    /// Runs kubectl as the admin; returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(self.kubectl_path())
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .output()
+            .expect("run kubectl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Like [`kubectl`](Self::kubectl) but fails the test when kubectl fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.kubectl(args);
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    /// CRDs and the controller's RBAC, applied once per control plane (idempotent).
+    fn install_project_objects(&self) {
+        self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &format!("{REPO}/deploy/crds/crds.yaml")]);
+        self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &format!("{REPO}/deploy/manifests/rbac.yaml")]);
+        for crd in ["nodegroups", "vpsienodes", "rebalances"] {
+            self.kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", &format!("crd/{crd}.autoscaler.vpsie.com")]);
+        }
+    }
+
+    pub async fn admin(&self) -> Client {
+        client_from(&self.kubeconfig()).await
+    }
+
+    /// A kubeconfig holding a fresh token of ServiceAccount `kube-system/vpsie-autoscaler`, so the
+    /// controller under test has exactly the rights of the shipped ClusterRole.
+    pub fn controller_kubeconfig(&self, dir: &Path) -> PathBuf {
+        let token = self.kubectl_ok(&["-n", "kube-system", "create", "token", "vpsie-autoscaler", "--duration=2h"]);
+        let path = dir.join("controller.kubeconfig");
+        let kubeconfig = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "testenv", "cluster": {
+                "server": self.var("TESTENV_API_URL"), "certificate-authority": self.var("TESTENV_CA_FILE")}}],
+            "users": [{"name": "vpsie-autoscaler", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "controller", "context": {"cluster": "testenv", "user": "vpsie-autoscaler"}}],
+            "current-context": "controller",
+        });
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        path
+    }
+
+    /// A fresh namespace for one test, deleted (without waiting) when the guard drops, pass or fail.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let api: Api<Namespace> = Api::all(self.admin().await);
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        TestNamespace { name, kubectl: self.kubectl_path().to_string(), kubeconfig: self.kubeconfig() }
+    }
+
+    /// Prints the tail of every component log; call it when a test is about to fail on the cluster.
+    pub fn dump_logs(&self) {
+        let dir = self.state_dir.join("logs");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<_> = text.lines().rev().take(30).collect();
+            eprintln!("==== {} ====", entry.path().display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+pub async fn client_from(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
+    vpsie_autoscaler::run::without_transparent_retries(&mut config);
+    Client::try_from(config).expect("kube client")
+}
+
+pub struct TestNamespace {
+    pub name: String,
+    kubectl: String,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.kubectl)
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
+}
+
+/// A Node that KWOK manages (it makes it Ready and runs its pods), labelled for the test that owns it.
+pub fn kwok_node(name: &str, owner: &str, cpu: &str, memory: &str) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {"kubernetes.io/hostname": name, "type": "kwok", "e2e-owner": owner},
+        },
+        "status": {
+            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+        },
+    }))
+    .unwrap()
+}
+
+/// Deletes the listed nodes when dropped (nodes are cluster-scoped, so namespaces do not clean them).
+pub struct NodeGuard {
+    pub names: Vec<String>,
+    kubectl: String,
+    kubeconfig: PathBuf,
+}
+
+impl NodeGuard {
+    pub fn new(env: &TestEnv, names: Vec<String>) -> Self {
+        Self { names, kubectl: env.kubectl_path().to_string(), kubeconfig: env.kubeconfig() }
+    }
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new(&self.kubectl)
+                .args(["delete", "node", name, "--wait=false", "--ignore-not-found"])
+                .env("KUBECONFIG", &self.kubeconfig)
+                .output();
+        }
+    }
+}
+
+pub async fn create_nodes(env: &TestEnv, owner: &str, names: &[&str]) -> NodeGuard {
+    let nodes: Api<Node> = Api::all(env.admin().await);
+    for name in names {
+        let _ = nodes.delete(name, &DeleteParams::default()).await;
+        nodes.create(&PostParams::default(), &kwok_node(name, owner, "4", "8Gi")).await.expect("create node");
+    }
+    NodeGuard::new(env, names.iter().map(|s| s.to_string()).collect())
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            env().dump_logs();
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
