@@ -87,6 +87,24 @@ fn count(ctx: &Context, controller: &'static str, ok: bool) {
     ctx.metrics.controller.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
 }
 
+/// Waits until a store has listed everything once.
+///
+/// The store's readiness future keeps only the waker of its latest poller, and a `Controller` polls the
+/// same store itself, so a lone `wait_until_ready().await` elsewhere may never wake. Asking again on a
+/// short period sidesteps that.
+async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> Result<(), kube::runtime::reflector::store::WriterDropped>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(result) => return result,
+            Err(_elapsed) => continue,
+        }
+    }
+}
+
 /// Runs every controller until `shutdown`; marks `readiness` once all their watches have synced.
 pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
@@ -99,10 +117,10 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
     let metrics = ctx.metrics.clone();
     tokio::spawn(async move {
         let synced = async {
-            stores.0.wait_until_ready().await?;
-            stores.1.wait_until_ready().await?;
-            stores.2.wait_until_ready().await?;
-            stores.3.wait_until_ready().await
+            synced(&stores.0).await?;
+            synced(&stores.1).await?;
+            synced(&stores.2).await?;
+            synced(&stores.3).await
         };
         if synced.await.is_ok() {
             tracing::info!("all watches synced; ready");
@@ -129,7 +147,12 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
                 .run(|obj, ctx| observe(obj, ctx, $name), error_policy($name), ctx.clone())
                 .for_each(move |res| {
                     let ctx = ctx.clone();
-                    async move { count(&ctx, $name, res.is_ok()) }
+                    async move {
+                        if let Err(e) = &res {
+                            tracing::warn!(controller = $name, error = %e, "controller error");
+                        }
+                        count(&ctx, $name, res.is_ok())
+                    }
                 })
         }};
     }
