@@ -76,7 +76,9 @@ mod tests {
         let mut out: Vec<_> = cmd
             .get_arguments()
             .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
-            .map(|a| (format!("{} {}", cmd.get_name(), a.get_id()), a.get_env().map(|e| e.to_string_lossy().into_owned())))
+            .map(|a| {
+                (format!("{} {}", cmd.get_name(), a.get_id()), a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            })
             .collect();
         for sub in cmd.get_subcommands() {
             out.extend(all_args(sub));

@@ -114,9 +114,7 @@ impl RebalancerDefaults {
     /// to the default instead of failing, so one odd object never stops the controller.
     pub fn effective(&self, group: Option<&RebalancePolicy>) -> EffectiveRebalance {
         let dur = |over: Option<&KubeDuration>, default: &KubeDuration| {
-            over.and_then(|d| d.to_duration().ok())
-                .or_else(|| default.to_duration().ok())
-                .unwrap_or_default()
+            over.and_then(|d| d.to_duration().ok()).or_else(|| default.to_duration().ok()).unwrap_or_default()
         };
         let g = group.cloned().unwrap_or_default();
         EffectiveRebalance {
@@ -146,20 +144,28 @@ impl Config {
         let config: Config = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string() })?
+            serde_yaml::from_str(text)
+                .map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string() })?
         };
         config.validate(file)?;
         Ok(config)
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: String| ConfigError::Invalid { file: file.to_string(), key: key.to_string(), problem };
+        let invalid =
+            |key: &str, problem: String| ConfigError::Invalid { file: file.to_string(), key: key.to_string(), problem };
         let r = &self.rebalancer;
         if !(1..=100).contains(&r.max_concurrent) {
-            return Err(invalid("rebalancer.maxConcurrent", format!("must be between 1 and 100, got {}", r.max_concurrent)));
+            return Err(invalid(
+                "rebalancer.maxConcurrent",
+                format!("must be between 1 and 100, got {}", r.max_concurrent),
+            ));
         }
         if !(0..=100).contains(&r.min_savings_percent) {
-            return Err(invalid("rebalancer.minSavingsPercent", format!("must be between 0 and 100, got {}", r.min_savings_percent)));
+            return Err(invalid(
+                "rebalancer.minSavingsPercent",
+                format!("must be between 0 and 100, got {}", r.min_savings_percent),
+            ));
         }
         let bounded = |key: &str, d: &KubeDuration, min: Duration, max: Duration| -> Result<(), ConfigError> {
             let value = d.to_duration().map_err(|e| invalid(key, e.to_string()))?;

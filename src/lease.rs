@@ -105,7 +105,8 @@ impl LeaderElector {
             None => true,
         };
         if changed {
-            self.observed = Some(Observed { holder: holder.clone(), renew_time: spec.renew_time.clone(), since: Instant::now() });
+            self.observed =
+                Some(Observed { holder: holder.clone(), renew_time: spec.renew_time.clone(), since: Instant::now() });
         }
         let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(self.lease_secs()).max(1) as u64);
         let expired = self.observed.as_ref().is_some_and(|o| o.since.elapsed() > duration);
@@ -122,7 +123,8 @@ impl LeaderElector {
         match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
             Ok(written) => {
                 let spec = written.spec.unwrap_or_default();
-                self.observed = Some(Observed { holder: spec.holder_identity, renew_time: spec.renew_time, since: Instant::now() });
+                self.observed =
+                    Some(Observed { holder: spec.holder_identity, renew_time: spec.renew_time, since: Instant::now() });
                 Ok(true)
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -172,7 +174,10 @@ impl LeaderElector {
                     tracing::warn!(error = %e, "leader election attempt failed");
                     if leading && last_renewal.elapsed() > self.cfg.renew_deadline {
                         leader.send_replace(false);
-                        return Err(LeaseError::Lost(format!("{}: not renewed within {:?}", self.cfg.name, self.cfg.renew_deadline)));
+                        return Err(LeaseError::Lost(format!(
+                            "{}: not renewed within {:?}",
+                            self.cfg.name, self.cfg.renew_deadline
+                        )));
                     }
                 }
             }

@@ -1,11 +1,11 @@
 //! vpsie-autoscaler: a Kubernetes node autoscaler and rebalancer for the VPSie cloud.
 
-pub mod crd;
+pub mod cli;
 pub mod config;
+pub mod controller;
+pub mod crd;
 pub mod lease;
 pub mod metrics;
-pub mod server;
-pub mod cli;
-pub mod controller;
 pub mod run;
+pub mod server;
 pub mod telemetry;

@@ -64,8 +64,16 @@ impl ControllerMetrics {
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
             watches_synced: Gauge::default(),
         };
-        registry.register("vpsie_autoscaler_reconcile", "Reconciliations by controller and result", m.reconciles.clone());
-        registry.register("vpsie_autoscaler_reconcile_errors", "Failed reconciliations by controller and error kind", m.errors.clone());
+        registry.register(
+            "vpsie_autoscaler_reconcile",
+            "Reconciliations by controller and result",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_reconcile_errors",
+            "Failed reconciliations by controller and error kind",
+            m.errors.clone(),
+        );
         registry.register(
             "vpsie_autoscaler_reconcile_duration_seconds",
             "Time spent in one reconciliation",
@@ -85,8 +93,16 @@ pub struct LeaderMetrics {
 impl LeaderMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = Self { is_leader: Gauge::default(), transitions: Counter::default() };
-        registry.register("vpsie_autoscaler_leader", "1 while this replica holds the leader Lease", m.is_leader.clone());
-        registry.register("vpsie_autoscaler_leader_transitions", "Times this replica gained or lost leadership", m.transitions.clone());
+        registry.register(
+            "vpsie_autoscaler_leader",
+            "1 while this replica holds the leader Lease",
+            m.is_leader.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_leader_transitions",
+            "Times this replica gained or lost leadership",
+            m.transitions.clone(),
+        );
         m
     }
 }
@@ -123,7 +139,8 @@ pub struct RebalancerMetrics {
 
 impl RebalancerMetrics {
     fn register(registry: &mut Registry) -> Self {
-        let m = Self { operations: Family::default(), in_progress: Gauge::default(), nodes_replaced: Counter::default() };
+        let m =
+            Self { operations: Family::default(), in_progress: Gauge::default(), nodes_replaced: Counter::default() };
         // Every series exists from the start at zero, so `increase()` in alerts sees the first event.
         for operation in [RebalanceOperation::rebalance, RebalanceOperation::rollback] {
             for result in [OperationResult::success, OperationResult::failure] {
@@ -131,8 +148,16 @@ impl RebalancerMetrics {
             }
         }
         registry.register("rebalancer_operations", "Rebalance and rollback operations by result", m.operations.clone());
-        registry.register("rebalancer_operations_in_progress", "Rebalance operations not yet ended", m.in_progress.clone());
-        registry.register("rebalancer_nodes_replaced", "Nodes replaced by rebalance operations", m.nodes_replaced.clone());
+        registry.register(
+            "rebalancer_operations_in_progress",
+            "Rebalance operations not yet ended",
+            m.in_progress.clone(),
+        );
+        registry.register(
+            "rebalancer_nodes_replaced",
+            "Nodes replaced by rebalance operations",
+            m.nodes_replaced.clone(),
+        );
         m
     }
 }

@@ -20,7 +20,11 @@ fn spec_schema(kind: &str) -> Value {
 fn rules(schema: &Value) -> Vec<(String, String)> {
     schema["x-kubernetes-validations"]
         .as_array()
-        .map(|a| a.iter().map(|r| (r["rule"].as_str().unwrap().to_string(), r["message"].as_str().unwrap_or("").to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|r| (r["rule"].as_str().unwrap().to_string(), r["message"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -125,7 +125,10 @@ async fn a_pdb_refuses_eviction_until_relaxed_and_the_replicaset_replaces_the_ev
 
     // Cordon the victim's node, relax the PDB, and evict again: the replacement lands on the other node.
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes.patch(&victim_node, &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": true}}))).await.unwrap();
+    nodes
+        .patch(&victim_node, &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": true}})))
+        .await
+        .unwrap();
     pdbs.patch("db", &PatchParams::default(), &Patch::Merge(json!({"spec": {"maxUnavailable": 1}}))).await.unwrap();
     eventually("eviction allowed once the PDB is relaxed", WAIT, || async {
         pods.evict(&victim, &EvictParams::default()).await.ok().map(|_| ())
@@ -137,7 +140,8 @@ async fn a_pdb_refuses_eviction_until_relaxed_and_the_replicaset_replaces_the_ev
         (r.len() == 2 && r.iter().all(|p| p.metadata.name.as_deref() != Some(&victim))).then_some(r)
     })
     .await;
-    let replacement = running.iter().find(|p| !originals.contains(p.metadata.name.as_ref().unwrap())).expect("a new pod");
+    let replacement =
+        running.iter().find(|p| !originals.contains(p.metadata.name.as_ref().unwrap())).expect("a new pod");
     assert_ne!(node_of(replacement), victim_node, "the replacement was placed on the cordoned node");
 }
 

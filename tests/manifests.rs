@@ -24,7 +24,9 @@ fn the_cluster_role_allows_evictions_status_writes_and_node_patches() {
     let role = docs.iter().find(|d| d["kind"] == "ClusterRole").expect("a ClusterRole");
     let grants = |resource: &str, verb: &str| {
         role["rules"].as_sequence().unwrap().iter().any(|r| {
-            let has = |key: &str, want: &str| r[key].as_sequence().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(want)));
+            let has = |key: &str, want: &str| {
+                r[key].as_sequence().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(want)))
+            };
             has("resources", resource) && has("verbs", verb)
         })
     };

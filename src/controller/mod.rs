@@ -70,7 +70,11 @@ where
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
     tracing::debug!(controller, object = %ObjectRef::from_obj(obj.as_ref()), "observed");
-    ctx.metrics.controller.duration.get_or_create(&ControllerLabel { controller }).observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .controller
+        .duration
+        .get_or_create(&ControllerLabel { controller })
+        .observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -92,7 +96,9 @@ fn count(ctx: &Context, controller: &'static str, ok: bool) {
 /// The store's readiness future keeps only the waker of its latest poller, and a `Controller` polls the
 /// same store itself, so a lone `wait_until_ready().await` elsewhere may never wake. Asking again on a
 /// short period sidesteps that.
-async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> Result<(), kube::runtime::reflector::store::WriterDropped>
+async fn synced<K>(
+    store: &kube::runtime::reflector::Store<K>,
+) -> Result<(), kube::runtime::reflector::store::WriterDropped>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,

@@ -5,7 +5,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 /// Builds a condition; `status` is "True", "False" or "Unknown".
-pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+pub fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: if status { "True" } else { "False" }.to_string(),
@@ -21,11 +27,8 @@ pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<Str
 pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, now: Timestamp) {
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(existing) => {
-            new.last_transition_time = if existing.status == new.status {
-                existing.last_transition_time.clone()
-            } else {
-                Time(now)
-            };
+            new.last_transition_time =
+                if existing.status == new.status { existing.last_transition_time.clone() } else { Time(now) };
             *existing = new;
         }
         None => {

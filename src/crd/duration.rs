@@ -77,7 +77,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| fail("a number has no unit"))?;
+        let number_len =
+            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| fail("a number has no unit"))?;
         if number_len == 0 {
             return Err(fail("a unit has no number before it"));
         }

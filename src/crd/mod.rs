@@ -16,8 +16,8 @@ pub use nodegroup::{NodeGroup, NodeGroupSpec, NodeGroupStatus, RebalancePolicy, 
 pub use rebalance::{Rebalance, RebalancePhase, RebalanceSpec, RebalanceStatus};
 pub use vpsienode::{VPSieNode, VPSieNodePhase, VPSieNodeSpec, VPSieNodeStatus};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// API group of every custom resource of this project.
 pub const GROUP: &str = "autoscaler.vpsie.com";

@@ -1,6 +1,9 @@
 //! `NodeGroup`: a set of interchangeable VPSie workers that the autoscaler sizes between `minNodes` and
 //! `maxNodes`, scales up for pending pods, scales down when underused, and rebalances to cheaper plans.
 
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments of the derive as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -94,7 +97,10 @@ pub struct ResourceRange {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTaint {
-    #[schemars(length(min = 1, max = 316), regex(pattern = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 316),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]

@@ -2,6 +2,9 @@
 //! of the operation: every mutating step is recorded before it is taken, so a new leader can resume or
 //! roll back from the API server alone, and the object stays behind as the audit record.
 
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments of the derive as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -184,4 +187,3 @@ pub struct RebalanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
-

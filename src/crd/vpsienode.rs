@@ -1,6 +1,9 @@
 //! `VPSieNode`: one VPSie worker, from the request to add it until its VM is gone. Deleting the object
 //! is how a VM is terminated: a finalizer deletes the worker by identifier, then the `Node`.
 
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments of the derive as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -48,7 +48,8 @@ pub fn env() -> &'static TestEnv {
 
 fn start_own() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vpsie-testenv-{}", std::process::id()));
-    let status = Command::new("bash").arg(format!("{REPO}/testenv/up.sh")).arg(&dir).status().expect("run testenv/up.sh");
+    let status =
+        Command::new("bash").arg(format!("{REPO}/testenv/up.sh")).arg(&dir).status().expect("run testenv/up.sh");
     assert!(status.success(), "testenv/up.sh failed; see the logs it printed");
     // The watchdog outlives us by design: it waits for this process to end, then tears down.
     let script = format!(
@@ -56,7 +57,10 @@ fn start_own() -> PathBuf {
         pid = std::process::id(),
         dir = dir.display()
     );
-    Command::new("setsid").args(["bash", "-c", &script]).spawn().expect("start the teardown watchdog");
+    // `setsid -f` forks the watchdog into its own session and returns at once, so nothing is left to reap.
+    let started =
+        Command::new("setsid").args(["-f", "bash", "-c", &script]).status().expect("start the teardown watchdog");
+    assert!(started.success(), "could not start the teardown watchdog");
     dir
 }
 
@@ -89,7 +93,11 @@ impl TestEnv {
             .env("KUBECONFIG", self.kubeconfig())
             .output()
             .expect("run kubectl");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Like [`kubectl`](Self::kubectl) but fails the test when kubectl fails.
@@ -101,10 +109,27 @@ impl TestEnv {
 
     /// CRDs and the controller's RBAC, applied once per control plane (idempotent).
     fn install_project_objects(&self) {
-        self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &format!("{REPO}/deploy/crds/crds.yaml")]);
-        self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &format!("{REPO}/deploy/manifests/rbac.yaml")]);
+        self.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &format!("{REPO}/deploy/crds/crds.yaml"),
+        ]);
+        self.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &format!("{REPO}/deploy/manifests/rbac.yaml"),
+        ]);
         for crd in ["nodegroups", "vpsienodes", "rebalances"] {
-            self.kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", &format!("crd/{crd}.autoscaler.vpsie.com")]);
+            self.kubectl_ok(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{crd}.autoscaler.vpsie.com"),
+            ]);
         }
     }
 
@@ -154,7 +179,8 @@ impl TestEnv {
 
 pub async fn client_from(kubeconfig: &Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
     vpsie_autoscaler::run::without_transparent_retries(&mut config);
     Client::try_from(config).expect("kube client")
 }
