@@ -1,1 +1,3 @@
 //! vpsie-autoscaler library.
+
+pub mod cloud;
