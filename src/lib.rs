@@ -1,3 +1,4 @@
 //! vpsie-autoscaler library.
 
 pub mod cloud;
+pub mod simnodes;

@@ -220,7 +220,7 @@ impl CloudProvider for VpsieClient {
 }
 
 /// The group named `name` (exact, then case-insensitive), checked to have the offering's size.
-fn find_group(
+pub(crate) fn find_group(
     groups: Vec<CloudGroup>,
     offering: &Offering,
     name: &str,
