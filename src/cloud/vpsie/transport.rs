@@ -71,12 +71,17 @@ impl VpsieClient {
         token: Option<&Secret>,
     ) -> (Result<Envelope, CloudError>, Option<u16>) {
         let mut retries = 0;
+        let mut last: Option<(CloudError, Option<u16>)> = None;
         loop {
             self.limiter.acquire().await;
             let permit = match self.breaker.acquire() {
                 Ok(p) => p,
+                // The breaker opened during our own retries: the real error says more.
                 Err(wait) => {
-                    return (Err(CloudError::CircuitOpen { retry_after: wait }), None);
+                    return match last {
+                        Some((e, status)) => (Err(e), status),
+                        None => (Err(CloudError::CircuitOpen { retry_after: wait }), None),
+                    };
                 }
             };
             let Attempt { result, status } = self.attempt(call, token).await;
@@ -103,6 +108,7 @@ impl VpsieClient {
                 "retrying VPSie call"
             );
             tokio::time::sleep(delay).await;
+            last = Some((err, status));
         }
     }
 
