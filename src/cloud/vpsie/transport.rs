@@ -229,7 +229,7 @@ fn transport_error(e: &reqwest::Error) -> CloudError {
     } else if e.is_body() || e.is_decode() {
         "connection lost while reading the response"
     } else if e.is_request() {
-        "request failed to send"
+        "no response (connection closed or refused)"
     } else {
         "transport error"
     };
