@@ -43,14 +43,20 @@ pub fn node_for(worker: &Worker, offering: &Offering) -> Node {
         ("kubernetes.io/hostname".to_string(), name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), "amd64".to_string()),
-        ("node.kubernetes.io/instance-type".to_string(), offering.name.clone()),
+        (
+            "node.kubernetes.io/instance-type".to_string(),
+            offering.name.clone(),
+        ),
         ("type".to_string(), "kwok".to_string()),
         (WORKER_ID_LABEL.to_string(), worker.identifier.clone()),
     ]);
     let annotations = BTreeMap::from([(KWOK_ANNOTATION.to_string(), "fake".to_string())]);
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(offering.cpu.to_string())),
-        ("memory".to_string(), Quantity(format!("{}Mi", offering.ram_mib))),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}Mi", offering.ram_mib)),
+        ),
         ("pods".to_string(), Quantity(MAX_PODS.to_string())),
         (
             "ephemeral-storage".to_string(),
@@ -153,7 +159,9 @@ mod tests {
         assert_eq!(n.metadata.name.as_deref(), Some("sim-k8s-1a2b-slave-00af"));
         let labels = n.metadata.labels.unwrap_or_default();
         assert_eq!(
-            labels.get("node.kubernetes.io/instance-type").map(String::as_str),
+            labels
+                .get("node.kubernetes.io/instance-type")
+                .map(String::as_str),
             Some("s-2vcpu-4gb")
         );
         assert_eq!(labels.get(WORKER_ID_LABEL).map(String::as_str), Some("u-1"));

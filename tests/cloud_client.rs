@@ -8,14 +8,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloud_common::{CLIENT_ID, CLIENT_SECRET, Harness, Kind, client_config, eventually, sim_config};
+use cloud_common::{
+    CLIENT_ID, CLIENT_SECRET, Harness, Kind, client_config, eventually, sim_config,
+};
 use serde_json::{Value, json};
 use vpsie_autoscaler::cloud::sim::{LoopbackSim, NodeRegistrar, RegistrarError};
 use vpsie_autoscaler::cloud::vpsie::{Credentials, VpsieClient, VpsieConfig};
-use vpsie_autoscaler::cloud::{BreakerState, CloudError, CloudProvider, Offering, Worker, WorkerQuery};
+use vpsie_autoscaler::cloud::{
+    BreakerState, CloudError, CloudProvider, Offering, Worker, WorkerQuery,
+};
 
 fn count(h: &Harness, endpoint: &str) -> usize {
-    h.sim.requests().iter().filter(|r| r.endpoint == endpoint).count()
+    h.sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == endpoint)
+        .count()
 }
 
 fn raw() -> reqwest::Client {
@@ -45,7 +53,16 @@ async fn a_500_is_not_retried_in_line() {
     h.fault(json!({"endpoint": "cluster", "times": 1,
         "fault": {"kind": "http_error", "status": 500}}));
     let e = h.workers_or_err().await;
-    assert!(matches!(e, Err(CloudError::Transient { status: Some(500), .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(CloudError::Transient {
+                status: Some(500),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     assert_eq!(count(&h, "cluster"), 1);
 }
 
@@ -56,7 +73,16 @@ async fn an_add_is_sent_exactly_once_even_when_the_gateway_fails() {
     h.fault(json!({"endpoint": "add_worker", "times": 5,
         "fault": {"kind": "http_error", "status": 503, "body_style": "html"}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(matches!(e, Err(CloudError::Transient { status: Some(503), .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(CloudError::Transient {
+                status: Some(503),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     assert_eq!(h.add_requests(), 1);
 }
 
@@ -76,7 +102,11 @@ async fn a_short_retry_after_is_waited_out_and_the_call_succeeds() {
         .find_workers(&cluster, &WorkerQuery::default())
         .await
         .expect("succeeds after waiting");
-    assert!(start.elapsed() >= Duration::from_millis(950), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -115,7 +145,11 @@ async fn the_client_side_rate_limit_spaces_requests() {
     for _ in 0..5 {
         client.groups(&cluster).await.expect("groups");
     }
-    assert!(start.elapsed() >= Duration::from_millis(280), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -187,14 +221,19 @@ async fn the_simulator_accepts_form_and_json_logins_on_both_paths_and_bearer_tok
     )
     .await;
     assert_eq!(status, 200);
-    assert!(body["accessToken"]["token"].is_string() && body["token"]["access"]["token"].is_string());
+    assert!(
+        body["accessToken"]["token"].is_string() && body["token"]["access"]["token"].is_string()
+    );
     let (status, body) = json_of(
         http.post(format!("{base}/apps/v2/auth/from/api"))
             .json(&json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})),
     )
     .await;
     assert_eq!(status, 200);
-    let token = body["accessToken"]["token"].as_str().unwrap_or_default().to_string();
+    let token = body["accessToken"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let (status, body) = json_of(
         http.get(format!("{base}/apps/v2/k8s/cluster/all"))
             .bearer_auth(&token),
@@ -211,12 +250,21 @@ async fn the_simulator_serves_the_catalogue_and_answers_unknown_routes_with_an_e
     let server = LoopbackSim::start(sim_config(), None).await.expect("sim");
     let base = server.base_url();
     let http = raw();
-    let get = |p: &str| http.get(format!("{base}{p}")).header("Vpsie-Auth", "sim-token");
+    let get = |p: &str| {
+        http.get(format!("{base}{p}"))
+            .header("Vpsie-Auth", "sim-token")
+    };
     let (_, dcs) = json_of(get("/apps/v2/datacenter")).await;
     assert_eq!(dcs["total"], json!(3));
     let (_, cats) = json_of(get("/api/v2/plans/category")).await;
-    let cat = cats["data"][1]["identifier"].as_str().unwrap_or_default().to_string();
-    let dc = dcs["data"][0]["identifier"].as_str().unwrap_or_default().to_string();
+    let cat = cats["data"][1]["identifier"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dc = dcs["data"][0]["identifier"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let (_, plans) = json_of(
         http.post(format!("{base}/apps/v2/resources"))
             .header("Vpsie-Auth", "sim-token")
@@ -241,17 +289,29 @@ async fn reduce_endpoints_let_vpsie_pick_the_newest_worker() {
     let g = h.group("pool", 2).await;
     let first = h.add_and_discover(g.id).await;
     let second = h.add_and_discover(g.id).await;
-    let base = h.server.as_ref().map(LoopbackSim::base_url).unwrap_or_default();
+    let base = h
+        .server
+        .as_ref()
+        .map(LoopbackSim::base_url)
+        .unwrap_or_default();
     let (status, _) = json_of(
         raw()
-            .delete(format!("{base}/apps/v2/k8s/cluster/byId/{}/reduce/slave", h.cluster))
+            .delete(format!(
+                "{base}/apps/v2/k8s/cluster/byId/{}/reduce/slave",
+                h.cluster
+            ))
             .header("Vpsie-Auth", "sim-token")
             .json(&json!({"groupId": g.id})),
     )
     .await;
     assert_eq!(status, 200);
     eventually("the newest is gone", Duration::from_secs(5), || async {
-        let ids: Vec<String> = h.workers().await.into_iter().map(|w| w.identifier).collect();
+        let ids: Vec<String> = h
+            .workers()
+            .await
+            .into_iter()
+            .map(|w| w.identifier)
+            .collect();
         (ids == vec![first.identifier.clone()]).then_some(())
     })
     .await;
@@ -272,16 +332,29 @@ async fn the_admin_api_manages_faults_settings_clock_and_reports_state() {
     let id = rule["id"].as_u64().unwrap_or_default();
     assert!(id > 0);
     let (status, _) = json_of(http.post(format!("{base}/_sim/faults")).json(&json!({
-        "endpoint": "nope", "fault": {"kind": "never_join"}}))).await;
+        "endpoint": "nope", "fault": {"kind": "never_join"}})))
+    .await;
     assert_eq!(status, 400);
     let (_, list) = json_of(http.get(format!("{base}/_sim/faults"))).await;
     assert_eq!(list.as_array().map(Vec::len), Some(1));
-    let del = http.delete(format!("{base}/_sim/faults/{id}")).send().await.expect("sent");
+    let del = http
+        .delete(format!("{base}/_sim/faults/{id}"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(del.status().as_u16(), 204);
-    let (_, s) = json_of(http.put(format!("{base}/_sim/settings")).json(&json!({"list_lag_secs": 5.0}))).await;
+    let (_, s) = json_of(
+        http.put(format!("{base}/_sim/settings"))
+            .json(&json!({"list_lag_secs": 5.0})),
+    )
+    .await;
     assert_eq!(s["list_lag_secs"], json!(5.0));
     assert_eq!(s["time_scale"], json!(cloud_common::TIME_SCALE));
-    let (_, now) = json_of(http.post(format!("{base}/_sim/clock/advance")).json(&json!({"seconds": 7200}))).await;
+    let (_, now) = json_of(
+        http.post(format!("{base}/_sim/clock/advance"))
+            .json(&json!({"seconds": 7200})),
+    )
+    .await;
     assert!(now["now"].as_f64().unwrap_or_default() >= 7200.0);
     let (_, state) = json_of(http.get(format!("{base}/_sim/state"))).await;
     assert_eq!(state["clusters"][0]["name"], json!("sim-k8s-1a2b"));
@@ -289,7 +362,11 @@ async fn the_admin_api_manages_faults_settings_clock_and_reports_state() {
     assert_eq!(cost["total_usd"], json!(0.0));
     let (_, reqs) = json_of(http.get(format!("{base}/_sim/requests"))).await;
     assert!(reqs.as_array().is_some());
-    let reset = http.post(format!("{base}/_sim/reset")).send().await.expect("sent");
+    let reset = http
+        .post(format!("{base}/_sim/reset"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(reset.status().as_u16(), 204);
     let (_, s) = json_of(http.get(format!("{base}/_sim/settings"))).await;
     assert_eq!(s["list_lag_secs"], json!(5.0), "settings survive a reset");
@@ -318,13 +395,17 @@ impl NodeRegistrar for Recorder {
 #[tokio::test]
 async fn joined_workers_are_registered_as_nodes_and_removed_when_gone() {
     let mut cfg = sim_config();
-    cfg.clusters[0].groups.push(vpsie_autoscaler::cloud::sim::config::GroupSeed {
-        name: "seeded".into(),
-        plan: 5,
-        workers: 1,
-    });
+    cfg.clusters[0]
+        .groups
+        .push(vpsie_autoscaler::cloud::sim::config::GroupSeed {
+            name: "seeded".into(),
+            plan: 5,
+            workers: 1,
+        });
     let rec = Arc::new(Recorder::default());
-    let server = LoopbackSim::start(cfg, Some(rec.clone())).await.expect("sim");
+    let server = LoopbackSim::start(cfg, Some(rec.clone()))
+        .await
+        .expect("sim");
     let client = VpsieClient::new(
         client_config(server.base_url()),
         Credentials::token("sim-token"),
@@ -332,21 +413,35 @@ async fn joined_workers_are_registered_as_nodes_and_removed_when_gone() {
     .expect("client");
     let cluster = server.sim.lock().world.clusters[0].identifier.clone();
     let calls = || rec.calls.lock().map(|c| c.clone()).unwrap_or_default();
-    eventually("the seeded worker is registered", Duration::from_secs(5), || async {
-        calls().iter().any(|c| c.starts_with('+') && c.ends_with("c-2vcpu-4gb")).then_some(())
-    })
+    eventually(
+        "the seeded worker is registered",
+        Duration::from_secs(5),
+        || async {
+            calls()
+                .iter()
+                .any(|c| c.starts_with('+') && c.ends_with("c-2vcpu-4gb"))
+                .then_some(())
+        },
+    )
     .await;
     let g = client.groups(&cluster).await.expect("groups")[0].clone();
     client.add_worker(&cluster, g.id).await.expect("add");
-    eventually("the new worker is registered", Duration::from_secs(5), || async {
-        (calls().iter().filter(|c| c.starts_with('+')).count() == 2).then_some(())
-    })
+    eventually(
+        "the new worker is registered",
+        Duration::from_secs(5),
+        || async { (calls().iter().filter(|c| c.starts_with('+')).count() == 2).then_some(()) },
+    )
     .await;
     let w = client.list_workers(&cluster, g.id).await.expect("list")[1].clone();
-    client.delete_worker(&cluster, &w.identifier).await.expect("delete");
-    eventually("the deleted worker's node is removed", Duration::from_secs(5), || async {
-        calls().contains(&format!("-{}", w.hostname)).then_some(())
-    })
+    client
+        .delete_worker(&cluster, &w.identifier)
+        .await
+        .expect("delete");
+    eventually(
+        "the deleted worker's node is removed",
+        Duration::from_secs(5),
+        || async { calls().contains(&format!("-{}", w.hostname)).then_some(()) },
+    )
     .await;
 }
 
@@ -369,7 +464,10 @@ async fn metrics_use_bounded_labels_and_track_the_breaker() {
     assert!(text.contains("vpsie_api_request_duration_seconds_bucket"));
     assert!(text.contains("vpsie_api_circuit_breaker_state 0"));
     for unbounded in [&h.cluster, &w.hostname, &w.identifier] {
-        assert!(!text.contains(unbounded.as_str()), "{unbounded} leaked into labels");
+        assert!(
+            !text.contains(unbounded.as_str()),
+            "{unbounded} leaked into labels"
+        );
     }
 }
 
@@ -403,21 +501,32 @@ async fn secrets_never_appear_in_errors_debug_output_metrics_or_logs() {
     let mut cfg = sim_config();
     cfg.api_keys.push(token.into());
     let h = Harness::with(Kind::Metered, cfg).await;
-    let base = h.server.as_ref().map(LoopbackSim::base_url).unwrap_or_default();
+    let base = h
+        .server
+        .as_ref()
+        .map(LoopbackSim::base_url)
+        .unwrap_or_default();
     let mut errors: Vec<CloudError> = Vec::new();
     // A server that echoes our secrets back in its error messages.
-    h.fault(json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 400,
-        "message": format!("bad client {CLIENT_ID} with secret {CLIENT_SECRET}")}}));
+    h.fault(
+        json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 400,
+        "message": format!("bad client {CLIENT_ID} with secret {CLIENT_SECRET}")}}),
+    );
     errors.extend(h.cloud.groups(&h.cluster).await.err());
     h.fault(json!({"endpoint": "cluster", "times": 1, "fault": {"kind": "http_error", "status": 200,
         "body_style": "error200", "message": format!("client {CLIENT_ID} expired; secret={CLIENT_SECRET}")}}));
-    let token_client = VpsieClient::new(client_config(base.clone()), Credentials::token(token))
-        .expect("client");
-    h.fault(json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 401,
-        "message": format!("token {token} revoked")}}));
+    let token_client =
+        VpsieClient::new(client_config(base.clone()), Credentials::token(token)).expect("client");
+    h.fault(
+        json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 401,
+        "message": format!("token {token} revoked")}}),
+    );
     errors.extend(token_client.groups(&h.cluster).await.err());
-    let unknown = VpsieClient::new(client_config(base.clone()), Credentials::token("unknown-tok-31f0"))
-        .expect("client");
+    let unknown = VpsieClient::new(
+        client_config(base.clone()),
+        Credentials::token("unknown-tok-31f0"),
+    )
+    .expect("client");
     errors.extend(unknown.groups(&h.cluster).await.err()); // 401: unknown token
     let wrong = VpsieClient::new(
         client_config(base.clone()),
@@ -425,9 +534,19 @@ async fn secrets_never_appear_in_errors_debug_output_metrics_or_logs() {
     )
     .expect("client");
     errors.extend(wrong.groups(&h.cluster).await.err());
-    errors.extend(h.cloud.find_workers(&h.cluster, &WorkerQuery::default()).await.err());
+    errors.extend(
+        h.cloud
+            .find_workers(&h.cluster, &WorkerQuery::default())
+            .await
+            .err(),
+    );
     h.fault(json!({"endpoint": "cluster", "times": 3, "fault": {"kind": "drop_connection"}}));
-    errors.extend(h.cloud.find_workers(&h.cluster, &WorkerQuery::default()).await.err());
+    errors.extend(
+        h.cloud
+            .find_workers(&h.cluster, &WorkerQuery::default())
+            .await
+            .err(),
+    );
     assert!(errors.len() >= 6, "{errors:?}");
 
     let mut seen = String::new();
@@ -445,10 +564,22 @@ async fn secrets_never_appear_in_errors_debug_output_metrics_or_logs() {
     }
     let logs = String::from_utf8_lossy(&capture.0.lock().map(|b| b.clone()).unwrap_or_default())
         .into_owned();
-    assert!(logs.contains("retrying VPSie call"), "logs were captured: {logs}");
+    assert!(
+        logs.contains("retrying VPSie call"),
+        "logs were captured: {logs}"
+    );
     seen.push_str(&logs);
-    assert!(seen.contains("[redacted]"), "the echoed secrets were scrubbed: {seen}");
-    for secret in [token, CLIENT_ID, CLIENT_SECRET, "wrong-secret-5d8e2a", "unknown-tok-31f0"] {
+    assert!(
+        seen.contains("[redacted]"),
+        "the echoed secrets were scrubbed: {seen}"
+    );
+    for secret in [
+        token,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        "wrong-secret-5d8e2a",
+        "unknown-tok-31f0",
+    ] {
         assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
     }
 }

@@ -70,7 +70,11 @@ async fn offerings_list_the_catalogue_with_hourly_equal_to_monthly_over_720(kind
         assert!(o.monthly_price > 0.0 && o.cpu > 0 && o.ram_mib > 0);
         assert!((o.hourly_price - o.monthly_price / 720.0).abs() < 1e-9);
     }
-    assert_eq!(offers[1], h.offering(2), "same view in every implementation");
+    assert_eq!(
+        offers[1],
+        h.offering(2),
+        "same view in every implementation"
+    );
 }
 
 async fn offerings_for_an_unknown_datacenter_are_not_found(kind: Kind) {
@@ -121,7 +125,10 @@ async fn an_added_worker_is_found_by_diffing_and_becomes_ready(kind: Kind) {
     let listed = h.cloud.list_workers(&h.cluster, g.id).await.expect("list");
     assert_eq!(listed.len(), 1);
     let groups = h.cloud.groups(&h.cluster).await.expect("groups");
-    assert_eq!(groups.iter().find(|x| x.id == g.id).map(|x| x.nodes_count), Some(1));
+    assert_eq!(
+        groups.iter().find(|x| x.id == g.id).map(|x| x.nodes_count),
+        Some(1)
+    );
 }
 
 async fn listings_exclude_masters_and_filter_by_group_hostname_and_ip(kind: Kind) {
@@ -139,7 +146,10 @@ async fn listings_exclude_masters_and_filter_by_group_hostname_and_ip(kind: Kind
     );
     let by_host = h
         .cloud
-        .find_workers(&h.cluster, &WorkerQuery::hostname(w2.hostname.to_uppercase()))
+        .find_workers(
+            &h.cluster,
+            &WorkerQuery::hostname(w2.hostname.to_uppercase()),
+        )
         .await
         .expect("find");
     assert_eq!(by_host.len(), 1);
@@ -147,7 +157,11 @@ async fn listings_exclude_masters_and_filter_by_group_hostname_and_ip(kind: Kind
         ip: w2.private_ip.clone(),
         ..WorkerQuery::default()
     };
-    let found = h.cloud.find_workers(&h.cluster, &by_ip).await.expect("find");
+    let found = h
+        .cloud
+        .find_workers(&h.cluster, &by_ip)
+        .await
+        .expect("find");
     assert_eq!(found.first().map(|w| &w.identifier), Some(&w2.identifier));
 }
 
@@ -256,7 +270,10 @@ async fn a_hung_add_times_out_as_transient_and_creates_nothing(kind: Kind) {
     let start = Instant::now();
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
     assert!(matches!(e, Err(CloudError::Transient { .. })), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(3), "the timeout fired");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "the timeout fired"
+    );
     assert_eq!(h.workers_ever(), 0);
     assert_eq!(h.add_requests(), 1, "an add is never retried");
 }
@@ -266,7 +283,10 @@ async fn a_dropped_connection_is_transient_and_creates_nothing(kind: Kind) {
     let g = h.group("pool", 2).await;
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "drop_connection"}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(matches!(e, Err(CloudError::Transient { status: None, .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(CloudError::Transient { status: None, .. })),
+        "{e:?}"
+    );
     assert_eq!(h.workers_ever(), 0);
     assert_eq!(h.add_requests(), 1);
 }
@@ -281,13 +301,17 @@ async fn an_async_create_failure_shows_failed_then_vanishes(kind: Kind) {
         (cur.state == WorkerState::Failed).then_some(())
     })
     .await;
-    eventually("the failed worker vanishes", Duration::from_secs(5), || async {
-        h.cloud
-            .get_worker(&h.cluster, &w.identifier)
-            .await
-            .err()
-            .filter(CloudError::is_not_found)
-    })
+    eventually(
+        "the failed worker vanishes",
+        Duration::from_secs(5),
+        || async {
+            h.cloud
+                .get_worker(&h.cluster, &w.identifier)
+                .await
+                .err()
+                .filter(CloudError::is_not_found)
+        },
+    )
     .await;
 }
 
@@ -297,7 +321,13 @@ async fn an_immediate_create_failure_creates_nothing(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "fail_create", "immediate": true}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
     assert!(
-        matches!(e, Err(CloudError::Transient { status: Some(500), .. })),
+        matches!(
+            e,
+            Err(CloudError::Transient {
+                status: Some(500),
+                ..
+            })
+        ),
         "{e:?}"
     );
     assert_eq!(h.workers_ever(), 0);
@@ -310,7 +340,11 @@ async fn a_stuck_worker_stays_provisioning(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "stuck_provisioning"}}));
     let w = h.add_and_discover(g.id).await;
     tokio::time::sleep(SETTLE).await;
-    let cur = h.cloud.get_worker(&h.cluster, &w.identifier).await.expect("get");
+    let cur = h
+        .cloud
+        .get_worker(&h.cluster, &w.identifier)
+        .await
+        .expect("get");
     assert_eq!(cur.state, WorkerState::Provisioning);
 }
 
@@ -320,7 +354,11 @@ async fn a_worker_that_never_joins_stays_running(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "never_join"}}));
     let w = h.add_and_discover(g.id).await;
     tokio::time::sleep(SETTLE).await;
-    let cur = h.cloud.get_worker(&h.cluster, &w.identifier).await.expect("get");
+    let cur = h
+        .cloud
+        .get_worker(&h.cluster, &w.identifier)
+        .await
+        .expect("get");
     assert_eq!(cur.state, WorkerState::Running);
 }
 
@@ -346,14 +384,20 @@ async fn quota_refusals_are_quota_exceeded_and_create_nothing(kind: Kind) {
     h.sim.remove_fault(rule.id);
 
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "quota", "max_workers": 1}}));
-    h.cloud.add_worker(&h.cluster, g.id).await.expect("first fits");
+    h.cloud
+        .add_worker(&h.cluster, g.id)
+        .await
+        .expect("first fits");
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
     assert!(matches!(e, Err(CloudError::QuotaExceeded { .. })), "{e:?}");
     assert_eq!(h.workers_ever(), 1);
 
     h.fault(json!({"endpoint": "add_group", "fault": {"kind": "quota",
         "message": "Your plan does not allow this size in this datacenter"}}));
-    let e = h.cloud.ensure_group(&h.cluster, &h.offering(8), "big").await;
+    let e = h
+        .cloud
+        .ensure_group(&h.cluster, &h.offering(8), "big")
+        .await;
     assert!(matches!(e, Err(CloudError::QuotaExceeded { .. })), "{e:?}");
 }
 
@@ -364,8 +408,21 @@ async fn delete_failures_leave_the_worker_and_a_later_delete_succeeds(kind: Kind
     let rule = h.fault(json!({"endpoint": "delete_worker",
         "fault": {"kind": "delete_fail", "status": 503}}));
     let e = h.cloud.delete_worker(&h.cluster, &w.identifier).await;
-    assert!(matches!(e, Err(CloudError::Transient { status: Some(503), .. })), "{e:?}");
-    let cur = h.cloud.get_worker(&h.cluster, &w.identifier).await.expect("still there");
+    assert!(
+        matches!(
+            e,
+            Err(CloudError::Transient {
+                status: Some(503),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    let cur = h
+        .cloud
+        .get_worker(&h.cluster, &w.identifier)
+        .await
+        .expect("still there");
     assert_ne!(cur.state, WorkerState::Deleting);
     h.sim.remove_fault(rule.id);
     settle_breaker(&h).await;
@@ -400,15 +457,28 @@ async fn a_timed_out_add_is_never_retried_and_creates_exactly_one_worker(kind: K
     let before = h.workers().await;
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "duplicate_create_on_retry"}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(matches!(e, Err(CloudError::Transient { status: Some(504), .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(CloudError::Transient {
+                status: Some(504),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     assert_eq!(h.add_requests(), 1);
     // Unknown outcome: discovery by diff settles it.
-    let found = eventually("the add's worker is listed", Duration::from_secs(5), || async {
-        match find_new_worker(&before, &h.workers().await, Some(g.id), None) {
-            NewWorker::NotYet => None,
-            other => Some(other),
-        }
-    })
+    let found = eventually(
+        "the add's worker is listed",
+        Duration::from_secs(5),
+        || async {
+            match find_new_worker(&before, &h.workers().await, Some(g.id), None) {
+                NewWorker::NotYet => None,
+                other => Some(other),
+            }
+        },
+    )
     .await;
     assert!(matches!(found, NewWorker::Found(_)), "{found:?}");
     tokio::time::sleep(SETTLE).await;
@@ -446,7 +516,7 @@ async fn a_partition_fails_calls_until_it_heals(kind: Kind) {
     h.fault(json!({"fault": {"kind": "partition", "duration_ms": 600}}));
     let mut saw_open = false;
     for _ in 0..4 {
-        let e = h.workers_or_err().await.err().expect("partitioned");
+        let e = h.workers_or_err().await.expect_err("partitioned");
         assert!(e.is_retryable(), "{e:?}");
         saw_open |= h.cloud.breaker_state() == Some(vpsie_autoscaler::cloud::BreakerState::Open);
     }
@@ -466,7 +536,10 @@ async fn api_hostname_casing_does_not_break_discovery(kind: Kind) {
     h.fault(json!({"endpoint": "cluster", "fault": {"kind": "hostname_case", "case": "upper"}}));
     let second = h.add_and_discover(g.id).await;
     assert_eq!(second.hostname, second.hostname.to_uppercase());
-    assert_ne!(second.identifier, first.identifier, "the old worker is not re-claimed");
+    assert_ne!(
+        second.identifier, first.identifier,
+        "the old worker is not re-claimed"
+    );
     let found = h
         .cloud
         .find_workers(&h.cluster, &WorkerQuery::hostname(first.hostname.clone()))
@@ -483,14 +556,19 @@ async fn the_add_answer_shape_is_honoured(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "times": 1,
         "fault": {"kind": "add_response", "shape": "object"}}));
     let named = h.cloud.add_worker(&h.cluster, g.id).await.expect("add");
-    let id = named.identifier.clone().expect("object answers name the worker");
+    let id = named
+        .identifier
+        .clone()
+        .expect("object answers name the worker");
     h.fault(json!({"endpoint": "add_worker", "times": 1,
         "fault": {"kind": "add_response", "shape": "object_without_identifier"}}));
     let bare = h.cloud.add_worker(&h.cluster, g.id).await.expect("add");
     assert_eq!(bare.identifier, None);
-    let w = eventually("the named worker is listed", Duration::from_secs(5), || async {
-        h.cloud.get_worker(&h.cluster, &id).await.ok()
-    })
+    let w = eventually(
+        "the named worker is listed",
+        Duration::from_secs(5),
+        || async { h.cloud.get_worker(&h.cluster, &id).await.ok() },
+    )
     .await;
     assert_eq!(Some(w.hostname), named.hostname);
 }
@@ -502,7 +580,10 @@ async fn the_cost_meter_accrues_monthly_over_720_per_hour(kind: Kind) {
     h.sim.advance_clock(3600.0);
     let cost = h.sim.lock().world.cost();
     let hourly = 24.0 / 720.0;
-    assert!(cost.total_usd >= hourly && cost.total_usd < hourly * 1.2, "{cost:?}");
+    assert!(
+        cost.total_usd >= hourly && cost.total_usd < hourly * 1.2,
+        "{cost:?}"
+    );
     assert!((cost.hourly_usd_now - hourly).abs() < 1e-9);
 }
 
@@ -527,7 +608,12 @@ async fn a_fault_with_probability_zero_never_fires(kind: Kind) {
     for _ in 0..5 {
         h.workers().await;
     }
-    let hits = h.sim.faults().iter().find(|r| r.id == rule.id).map(|r| r.hits);
+    let hits = h
+        .sim
+        .faults()
+        .iter()
+        .find(|r| r.id == rule.id)
+        .map(|r| r.hits);
     assert_eq!(hits, Some(0));
 }
 

@@ -23,10 +23,16 @@ pub enum CloudError {
     /// Might work later: 5xx, timeouts, connection failures, unreadable answers.
     /// For a create, the outcome is unknown: list before deciding anything.
     #[error("transient failure{}: {message}", fmt_status(*.status))]
-    Transient { status: Option<u16>, message: String },
+    Transient {
+        status: Option<u16>,
+        message: String,
+    },
     /// The request is wrong or refused for good.
     #[error("permanent failure{}: {message}", fmt_status(*.status))]
-    Permanent { status: Option<u16>, message: String },
+    Permanent {
+        status: Option<u16>,
+        message: String,
+    },
     /// Our own circuit breaker is open; no request was sent.
     #[error("circuit breaker open (retry after {retry_after:?})")]
     CircuitOpen { retry_after: Duration },

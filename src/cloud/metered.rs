@@ -127,7 +127,8 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
     }
 
     async fn groups(&self, cluster: &str) -> Result<Vec<CloudGroup>, CloudError> {
-        self.observe(routes::GROUPS, self.inner.groups(cluster)).await
+        self.observe(routes::GROUPS, self.inner.groups(cluster))
+            .await
     }
 
     async fn ensure_group(

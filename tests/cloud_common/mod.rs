@@ -162,12 +162,16 @@ impl Harness {
             .add_worker(&self.cluster, group)
             .await
             .expect("add accepted");
-        eventually("the new worker is listed", Duration::from_secs(5), || async {
-            match find_new_worker(&before, &self.workers().await, Some(group), Some(&outcome)) {
-                NewWorker::Found(w) => Some(w),
-                _ => None,
-            }
-        })
+        eventually(
+            "the new worker is listed",
+            Duration::from_secs(5),
+            || async {
+                match find_new_worker(&before, &self.workers().await, Some(group), Some(&outcome)) {
+                    NewWorker::Found(w) => Some(w),
+                    _ => None,
+                }
+            },
+        )
         .await
     }
 }

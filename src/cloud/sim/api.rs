@@ -60,7 +60,21 @@ pub fn route(method: &Method, path: &str) -> Option<(&'static str, Params)> {
                 group: Some(gid.parse().ok()?),
             },
         ),
-        ("POST", ["apps", "v2", "k8s", "cluster", "byId", id, "add", "slave", "group", gid]) => (
+        (
+            "POST",
+            [
+                "apps",
+                "v2",
+                "k8s",
+                "cluster",
+                "byId",
+                id,
+                "add",
+                "slave",
+                "group",
+                gid,
+            ],
+        ) => (
             "add_worker",
             Params {
                 cluster: Some(id.to_string()),
@@ -70,15 +84,35 @@ pub fn route(method: &Method, path: &str) -> Option<(&'static str, Params)> {
         ("POST", ["apps", "v2", "k8s", "cluster", "byId", id, "add", "slave"]) => {
             ("add_worker_default", cluster(id))
         }
-        ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "reduce", "slave"]) => {
-            ("reduce_worker", cluster(id))
-        }
+        (
+            "DELETE",
+            [
+                "apps",
+                "v2",
+                "k8s",
+                "cluster",
+                "byId",
+                id,
+                "reduce",
+                "slave",
+            ],
+        ) => ("reduce_worker", cluster(id)),
         ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "reduce"]) => {
             ("reduce", cluster(id))
         }
-        ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "delete", "slave"]) => {
-            ("delete_worker", cluster(id))
-        }
+        (
+            "DELETE",
+            [
+                "apps",
+                "v2",
+                "k8s",
+                "cluster",
+                "byId",
+                id,
+                "delete",
+                "slave",
+            ],
+        ) => ("delete_worker", cluster(id)),
         _ => return None,
     };
     Some(r)
@@ -94,7 +128,12 @@ pub async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let Some((endpoint, params)) = route(&method, &path) else {
-        return render_error(404, BodyStyle::Enveloped, "Route not found", RetryAfter::None);
+        return render_error(
+            404,
+            BodyStyle::Enveloped,
+            "Route not found",
+            RetryAfter::None,
+        );
     };
     let key = RequestKey {
         endpoint,
@@ -160,9 +199,9 @@ pub async fn handle(
 
 fn token_of(headers: &HeaderMap) -> Option<String> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    get("vpsie-auth")
-        .map(str::to_string)
-        .or_else(|| get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string)))
+    get("vpsie-auth").map(str::to_string).or_else(|| {
+        get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+    })
 }
 
 fn auth(sim: &Sim, args: &Map<String, Value>) -> Result<Value, SimError> {
@@ -292,9 +331,15 @@ fn operation(
                        "status": "joined", "created_on": sql_time(g.world.wall(c.created))})
                 })
                 .collect();
-            list.extend(nodes.iter().map(|n| node_json(n, g.world.wall(n.rec.created))));
-            Ok(ok(json!({"identifier": c.identifier, "cluster_name": c.name,
-                "dcIdentifier": c.datacenter, "kube_version": "1.34.1", "nodes": list})))
+            list.extend(
+                nodes
+                    .iter()
+                    .map(|n| node_json(n, g.world.wall(n.rec.created))),
+            );
+            Ok(ok(
+                json!({"identifier": c.identifier, "cluster_name": c.name,
+                "dcIdentifier": c.datacenter, "kube_version": "1.34.1", "nodes": list}),
+            ))
         }
         "groups" => {
             let (c, rows) = sim.groups(cluster)?;
@@ -318,12 +363,7 @@ fn operation(
             let plan = arg_u64("KubeSizeID")
                 .or_else(|| arg_u64("kubeSizeId"))
                 .ok_or_else(|| SimError::new(400, "KubeSizeID is required"))?;
-            sim.add_group(
-                arg_str("clusterIdentifier"),
-                arg_str("groupName"),
-                plan,
-                fx,
-            )?;
+            sim.add_group(arg_str("clusterIdentifier"), arg_str("groupName"), plan, fx)?;
             Ok(ok(json!(true)))
         }
         "delete_group" => {
@@ -347,7 +387,8 @@ fn operation(
             }))
         }
         "reduce_worker" => {
-            let group = arg_u64("groupId").ok_or_else(|| SimError::new(400, "groupId is required"))?;
+            let group =
+                arg_u64("groupId").ok_or_else(|| SimError::new(400, "groupId is required"))?;
             sim.reduce(cluster, Some(group), fx)?;
             Ok(ok(json!(true)))
         }
@@ -403,8 +444,10 @@ pub fn error_parts(
         BodyStyle::Empty => (status, Vec::new()),
         BodyStyle::Html => (
             status,
-            format!("<html><head><title>{status}</title></head><body><h1>{message}</h1></body></html>")
-                .into_bytes(),
+            format!(
+                "<html><head><title>{status}</title></head><body><h1>{message}</h1></body></html>"
+            )
+            .into_bytes(),
         ),
     };
     (http, retry, body)
@@ -447,12 +490,12 @@ pub fn body_map(body: &[u8]) -> Map<String, Value> {
     let text = String::from_utf8_lossy(body);
     text.split('&')
         .filter(|kv| !kv.is_empty())
-        .filter_map(|kv| {
+        .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            Some((
+            (
                 percent_decode(&k.replace('+', " ")),
                 Value::String(percent_decode(&v.replace('+', " "))),
-            ))
+            )
         })
         .collect()
 }
@@ -488,10 +531,19 @@ mod tests {
             &Method::POST,
             "/apps/v2/k8s/cluster/byId/abc/add/slave/group/7",
         );
-        assert!(matches!(r, Some(("add_worker", Params { group: Some(7), .. }))));
+        assert!(matches!(
+            r,
+            Some(("add_worker", Params { group: Some(7), .. }))
+        ));
         assert!(route(&Method::GET, "/apps/v2/k8s/cluster/byId/abc").is_some());
         assert!(route(&Method::POST, "/auth/from/api").is_some());
-        assert!(route(&Method::GET, "/apps/v2/k8s/cluster/byId/abc/add/slave/group/x").is_none());
+        assert!(
+            route(
+                &Method::GET,
+                "/apps/v2/k8s/cluster/byId/abc/add/slave/group/x"
+            )
+            .is_none()
+        );
         assert!(route(&Method::GET, "/nope").is_none());
     }
 

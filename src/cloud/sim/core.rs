@@ -12,9 +12,7 @@ use serde::Serialize;
 use super::catalog::{self, Plan};
 use super::config::{AddShape, Settings, SimConfig};
 use super::faults::{Effects, Fault, FaultRule, HostnameCase, RequestKey};
-use super::world::{
-    Cluster, Fate, Group, Hook, Phase, SimError, World, WorkerRec, push_bounded,
-};
+use super::world::{Cluster, Fate, Group, Hook, Phase, SimError, WorkerRec, World, push_bounded};
 use crate::cloud::{Worker, WorkerState};
 
 /// One line of the request log.

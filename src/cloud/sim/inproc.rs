@@ -203,19 +203,22 @@ impl CloudProvider for SimCloud {
     }
 
     async fn add_worker(&self, cluster: &str, group: u64) -> Result<AddOutcome, CloudError> {
-        self.request(key("add_worker", "POST", Some(cluster), Some(group)), |fx| {
-            let reply = self.sim.add_worker(cluster, Some(group), fx)?;
-            if let Some(e) = reply.answer_error {
-                return Err(e);
-            }
-            Ok(match reply.shape {
-                AddShape::Object => AddOutcome {
-                    identifier: Some(reply.rec.identifier),
-                    hostname: Some(reply.rec.hostname),
-                },
-                AddShape::True | AddShape::ObjectWithoutIdentifier => AddOutcome::default(),
-            })
-        })
+        self.request(
+            key("add_worker", "POST", Some(cluster), Some(group)),
+            |fx| {
+                let reply = self.sim.add_worker(cluster, Some(group), fx)?;
+                if let Some(e) = reply.answer_error {
+                    return Err(e);
+                }
+                Ok(match reply.shape {
+                    AddShape::Object => AddOutcome {
+                        identifier: Some(reply.rec.identifier),
+                        hostname: Some(reply.rec.hostname),
+                    },
+                    AddShape::True | AddShape::ObjectWithoutIdentifier => AddOutcome::default(),
+                })
+            },
+        )
         .await
     }
 

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::config::{SimConfig, Settings};
+pub use self::config::{Settings, SimConfig};
 pub use self::core::{RequestLog, Sim};
 pub use self::faults::{Fault, FaultRule};
 pub use self::inproc::{SimCloud, offering};

@@ -45,7 +45,10 @@ pub async fn drive(
             () = tokio::time::sleep(DRIVER_TICK) => {}
         }
         let fresh = sim.take_hooks().into_iter().map(|h| (h, 0));
-        let batch: Vec<(Hook, u32)> = std::mem::take(&mut retry).into_iter().chain(fresh).collect();
+        let batch: Vec<(Hook, u32)> = std::mem::take(&mut retry)
+            .into_iter()
+            .chain(fresh)
+            .collect();
         let Some(reg) = registrar.as_ref() else {
             continue;
         };

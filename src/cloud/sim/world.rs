@@ -150,7 +150,7 @@ pub struct WorkerRec {
 /// A node hook the driver must run.
 #[derive(Clone, Debug)]
 pub enum Hook {
-    Joined(WorkerRec),
+    Joined(Box<WorkerRec>),
     Gone { hostname: String },
 }
 
@@ -239,7 +239,7 @@ impl World {
         w.visible_from = Some(0.0);
         w.next_at = None;
         w.registered = true;
-        self.hooks.push(Hook::Joined(w.clone()));
+        self.hooks.push(Hook::Joined(Box::new(w.clone())));
     }
 
     pub fn now(&self) -> f64 {
@@ -325,7 +325,7 @@ impl World {
         match to {
             Phase::Joined => {
                 w.registered = true;
-                self.hooks.push(Hook::Joined(w.clone()));
+                self.hooks.push(Hook::Joined(Box::new(w.clone())));
             }
             Phase::Gone if w.registered => {
                 w.registered = false;
@@ -346,7 +346,9 @@ impl World {
     }
 
     pub fn create_group(&mut self, cluster: &str, name: &str, plan: u64) -> Result<u64, SimError> {
-        let ci = self.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
+        let ci = self
+            .cluster_index(cluster)
+            .ok_or_else(SimError::no_cluster)?;
         if catalog::plan_by_id(plan).is_none() {
             return Err(SimError::new(400, format!("Invalid KubeSizeID {plan}")));
         }
@@ -416,10 +418,16 @@ impl World {
         fate: Fate,
         slow: f64,
     ) -> Result<usize, SimError> {
-        let ci = self.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
+        let ci = self
+            .cluster_index(cluster)
+            .ok_or_else(SimError::no_cluster)?;
         let group = match group {
             Some(g) => self.group(ci, g).cloned(),
-            None => self.clusters[ci].groups.iter().find(|g| !g.deleted).cloned(),
+            None => self.clusters[ci]
+                .groups
+                .iter()
+                .find(|g| !g.deleted)
+                .cloned(),
         }
         .ok_or_else(|| SimError::new(404, "Node group not found"))?;
         let c = &self.clusters[ci];
@@ -436,7 +444,11 @@ impl World {
             }
         };
         let t = self.cfg.settings.timings.clone();
-        let slow = if slow.is_finite() && slow > 0.0 { slow } else { 1.0 };
+        let slow = if slow.is_finite() && slow > 0.0 {
+            slow
+        } else {
+            1.0
+        };
         let durations = [
             self.draw(t.pending) * slow,
             self.draw(t.boot) * slow,
@@ -474,7 +486,9 @@ impl World {
         identifier: &str,
         slow: f64,
     ) -> Result<(), SimError> {
-        let ci = self.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
+        let ci = self
+            .cluster_index(cluster)
+            .ok_or_else(SimError::no_cluster)?;
         let cid = self.clusters[ci].identifier.clone();
         let i = self
             .workers

@@ -104,9 +104,7 @@ pub fn token_from_answer(v: &Value, now: jiff::Timestamp) -> Option<(Secret, Dur
     if token.trim().is_empty() {
         return None;
     }
-    let ttl = expires
-        .and_then(|e| ttl_of(e, now))
-        .unwrap_or(DEFAULT_TTL);
+    let ttl = expires.and_then(|e| ttl_of(e, now)).unwrap_or(DEFAULT_TTL);
     Some((Secret::new(token.trim()), ttl))
 }
 

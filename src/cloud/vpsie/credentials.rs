@@ -33,7 +33,10 @@ pub enum Auth {
     /// A long-lived access token sent as `Vpsie-Auth`; never refreshed.
     Token(Secret),
     /// Exchanged at `/apps/v2/auth/from/api` for a short-lived token.
-    ClientCredentials { client_id: Secret, client_secret: Secret },
+    ClientCredentials {
+        client_id: Secret,
+        client_secret: Secret,
+    },
 }
 
 /// Everything the secret may carry. Only `auth` is required.
@@ -88,8 +91,7 @@ impl Credentials {
             }
         } else {
             return Err(CloudError::Unauthorized {
-                message: "secret has neither `token`/`apiKey` nor `clientId`+`clientSecret`"
-                    .into(),
+                message: "secret has neither `token`/`apiKey` nor `clientId`+`clientSecret`".into(),
             });
         };
         Ok(Self {
@@ -146,13 +148,25 @@ mod tests {
             ("clientSecret", "sec"),
             ("resourceIdentifier", "cluster-uuid"),
         ]));
-        assert!(matches!(c, Ok(Credentials { auth: Auth::Token(_), .. })));
+        assert!(matches!(
+            c,
+            Ok(Credentials {
+                auth: Auth::Token(_),
+                ..
+            })
+        ));
     }
 
     #[test]
     fn api_key_is_accepted_like_a_token() {
         let c = Credentials::from_secret_map(&map(&[("apiKey", "k-123456")]));
-        assert!(matches!(c, Ok(Credentials { auth: Auth::Token(_), .. })));
+        assert!(matches!(
+            c,
+            Ok(Credentials {
+                auth: Auth::Token(_),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -81,7 +81,12 @@ pub fn parse_response(
             } else {
                 status
             };
-            return Err(classify_flagged(effective, ok_status, &message, retry_after));
+            return Err(classify_flagged(
+                effective,
+                ok_status,
+                &message,
+                retry_after,
+            ));
         }
         let total = map.get("total").and_then(lenient_u64);
         let data = match map.get("data") {
@@ -289,11 +294,7 @@ mod tests {
 
     #[test]
     fn a_200_with_error_true_is_a_failure() {
-        let r = parse_response(
-            200,
-            &body(json!({"error": true, "message": "boom"})),
-            None,
-        );
+        let r = parse_response(200, &body(json!({"error": true, "message": "boom"})), None);
         assert!(matches!(r, Err(CloudError::Permanent { .. })));
     }
 
@@ -318,7 +319,9 @@ mod tests {
         for status in [200, 400, 403, 422, 500] {
             let r = parse_response(
                 status,
-                &body(json!({"error": true, "message": "Worker nodes count exceeds the allowed limit"})),
+                &body(
+                    json!({"error": true, "message": "Worker nodes count exceeds the allowed limit"}),
+                ),
                 None,
             );
             assert!(
@@ -330,7 +333,11 @@ mod tests {
 
     #[test]
     fn success_returns_data_and_total_or_the_whole_body() {
-        let r = parse_response(200, &body(json!({"error": 0, "data": [1], "total": "1"})), None);
+        let r = parse_response(
+            200,
+            &body(json!({"error": 0, "data": [1], "total": "1"})),
+            None,
+        );
         assert_eq!(
             r,
             Ok(Envelope {
@@ -339,7 +346,10 @@ mod tests {
             })
         );
         let r = parse_response(200, &body(json!({"accessToken": {"token": "t"}})), None);
-        assert_eq!(r.map(|e| e.data["accessToken"]["token"].clone()), Ok(json!("t")));
+        assert_eq!(
+            r.map(|e| e.data["accessToken"]["token"].clone()),
+            Ok(json!("t"))
+        );
         assert_eq!(
             parse_response(204, b"", None).map(|e| e.data),
             Ok(Value::Null)
@@ -407,12 +417,16 @@ mod tests {
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
-        let now = jiff::Timestamp::from_second(1_000_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let now =
+            jiff::Timestamp::from_second(1_000_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         let later = jiff::fmt::rfc2822::DateTimePrinter::new()
             .timestamp_to_rfc9110_string(&(now + jiff::SignedDuration::from_secs(30)))
             .unwrap_or_default();
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
             Some(Duration::ZERO)

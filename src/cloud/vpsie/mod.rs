@@ -231,15 +231,13 @@ pub(crate) fn find_group(
         .or_else(|| groups.iter().find(|g| g.name.eq_ignore_ascii_case(name)))
         .cloned();
     match found {
-        Some(g) if g.offering_id.is_some_and(|o| o != offering.id) => {
-            Err(CloudError::Permanent {
-                status: None,
-                message: format!(
-                    "group {name:?} exists with size {:?}, not {}",
-                    g.offering_id, offering.id
-                ),
-            })
-        }
+        Some(g) if g.offering_id.is_some_and(|o| o != offering.id) => Err(CloudError::Permanent {
+            status: None,
+            message: format!(
+                "group {name:?} exists with size {:?}, not {}",
+                g.offering_id, offering.id
+            ),
+        }),
         other => Ok(other),
     }
 }

@@ -8,14 +8,23 @@ use crate::cloud::{AddOutcome, CloudGroup, Offering, Worker, WorkerState};
 
 /// One entry of `POST {K}/offers`.
 pub fn offering(v: &Value) -> Option<Offering> {
-    let id = field(v, &["id", "kubeSizeId", "KubeSizeID", "boxsize_id"], lenient_u64)?;
+    let id = field(
+        v,
+        &["id", "kubeSizeId", "KubeSizeID", "boxsize_id"],
+        lenient_u64,
+    )?;
     let monthly = field(v, &["price", "monthly_price", "priceMonthly"], lenient_f64).unwrap_or(0.0);
-    let hourly = field(v, &["hourly_price", "hourlyPrice", "price_hourly"], lenient_f64)
-        .unwrap_or_else(|| Offering::hourly_from_monthly(monthly));
+    let hourly = field(
+        v,
+        &["hourly_price", "hourlyPrice", "price_hourly"],
+        lenient_f64,
+    )
+    .unwrap_or_else(|| Offering::hourly_from_monthly(monthly));
     Some(Offering {
         id,
         identifier: field(v, &["identifier", "uuid"], lenient_string),
-        name: field(v, &["name", "nickname"], lenient_string).unwrap_or_else(|| format!("size-{id}")),
+        name: field(v, &["name", "nickname"], lenient_string)
+            .unwrap_or_else(|| format!("size-{id}")),
         cpu: field(v, &["cpu", "vcpu"], lenient_u64)
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or(0),
@@ -63,9 +72,13 @@ pub fn workers(cluster: &Value) -> Vec<Worker> {
 }
 
 fn worker(v: &Value) -> Option<Worker> {
-    let role = field(v, &["node_type", "role", "type", "nodeType"], lenient_string)
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let role = field(
+        v,
+        &["node_type", "role", "type", "nodeType"],
+        lenient_string,
+    )
+    .unwrap_or_default()
+    .to_ascii_lowercase();
     if role.contains("master") || role.contains("control") {
         return None;
     }
@@ -78,7 +91,11 @@ fn worker(v: &Value) -> Option<Worker> {
     Some(Worker {
         identifier,
         hostname,
-        ip: field(v, &["default_ip", "ip", "publicIp", "public_ip"], lenient_string),
+        ip: field(
+            v,
+            &["default_ip", "ip", "publicIp", "public_ip"],
+            lenient_string,
+        ),
         private_ip: field(v, &["private_ip", "privateIp"], lenient_string),
         group_id: field(
             v,
@@ -86,8 +103,12 @@ fn worker(v: &Value) -> Option<Worker> {
             lenient_u64,
         ),
         state,
-        created: field(v, &["created_on", "createdOn", "created_at"], lenient_string)
-            .and_then(|s| parse_time(&s)),
+        created: field(
+            v,
+            &["created_on", "createdOn", "created_at"],
+            lenient_string,
+        )
+        .and_then(|s| parse_time(&s)),
     })
 }
 

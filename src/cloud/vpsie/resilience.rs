@@ -73,8 +73,12 @@ impl Default for BreakerConfig {
 
 #[derive(Debug)]
 enum Inner {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// `probe_since`: when the in-flight probe started. A probe whose caller vanished
     /// (cancelled future) never reports, so after `open_for` another one is allowed.
     HalfOpen {
@@ -279,7 +283,10 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         let probe = b.acquire();
         assert!(probe.is_ok());
-        assert!(b.acquire().is_err(), "second probe refused while one is in flight");
+        assert!(
+            b.acquire().is_err(),
+            "second probe refused while one is in flight"
+        );
         if let Ok(p) = probe {
             b.record(p, false);
         }

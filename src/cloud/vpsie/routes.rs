@@ -10,7 +10,5 @@ pub const ADD_WORKER: (&str, &str) = (
     "/apps/v2/k8s/cluster/byId/{cluster}/add/slave/group/{group}",
     "POST",
 );
-pub const DELETE_WORKER: (&str, &str) = (
-    "/apps/v2/k8s/cluster/byId/{cluster}/delete/slave",
-    "DELETE",
-);
+pub const DELETE_WORKER: (&str, &str) =
+    ("/apps/v2/k8s/cluster/byId/{cluster}/delete/slave", "DELETE");

@@ -90,8 +90,7 @@ impl VpsieClient {
                 Ok(env) => return (Ok(env), status),
                 Err(e) => e,
             };
-            if !call.idempotent || retries >= self.cfg.backoff.max_retries || !retry_in_line(&err)
-            {
+            if !call.idempotent || retries >= self.cfg.backoff.max_retries || !retry_in_line(&err) {
                 return (Err(err), status);
             }
             retries += 1;
@@ -199,7 +198,9 @@ impl VpsieClient {
     fn scrubbed(&self, e: CloudError) -> CloudError {
         let s = |m: String| scrub(&m, &self.secret_values);
         match e {
-            CloudError::NotFound { message } => CloudError::NotFound { message: s(message) },
+            CloudError::NotFound { message } => CloudError::NotFound {
+                message: s(message),
+            },
             CloudError::QuotaExceeded { message } => CloudError::QuotaExceeded {
                 message: s(message),
             },
