@@ -10,8 +10,10 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 mod core;
+mod endpoints;
 pub mod faults;
 mod inproc;
+mod model;
 pub mod registrar;
 pub mod world;
 

@@ -11,157 +11,13 @@
 //! task is needed for correctness (the driver only exists to fire node hooks on time).
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 
 use super::catalog::{self, Plan};
 use super::config::{CountAt, SimConfig, Span};
-
-/// Bound on the request and event logs.
-pub const LOG_CAP: usize = 10_000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Accepted,
-    Provisioning,
-    Running,
-    Joined,
-    Deleting,
-    Failed,
-    Gone,
-}
-
-impl Phase {
-    /// The `status` string the API reports.
-    pub fn api_status(self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Provisioning => "provisioning",
-            Self::Running => "running",
-            Self::Joined => "joined",
-            Self::Deleting | Self::Gone => "deleting",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// What a worker is destined to do, decided by faults when it is created.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fate {
-    #[default]
-    Normal,
-    FailCreate,
-    Stuck,
-    NeverJoin,
-}
-
-/// Virtual time in seconds since the simulator started.
-#[derive(Clone, Debug)]
-pub struct Clock {
-    anchor_real: Instant,
-    anchor_virtual: f64,
-    scale: f64,
-}
-
-impl Clock {
-    fn new(scale: f64) -> Self {
-        Self {
-            anchor_real: Instant::now(),
-            anchor_virtual: 0.0,
-            scale: scale.max(1e-6),
-        }
-    }
-
-    pub fn now(&self) -> f64 {
-        self.anchor_virtual + self.anchor_real.elapsed().as_secs_f64() / self.scale
-    }
-
-    /// Changes speed without jumping.
-    pub fn set_scale(&mut self, scale: f64) {
-        self.anchor_virtual = self.now();
-        self.anchor_real = Instant::now();
-        self.scale = scale.max(1e-6);
-    }
-
-    pub fn advance(&mut self, secs: f64) {
-        self.anchor_virtual += secs.max(0.0);
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Master {
-    pub id: u64,
-    pub identifier: String,
-    pub hostname: String,
-    pub ip: String,
-    pub private_ip: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Group {
-    pub id: u64,
-    pub identifier: String,
-    pub name: String,
-    pub plan: u64,
-    pub created: f64,
-    pub deleted: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Cluster {
-    pub id: u64,
-    pub identifier: String,
-    pub name: String,
-    pub datacenter: String,
-    pub created: f64,
-    pub masters: Vec<Master>,
-    pub groups: Vec<Group>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct WorkerRec {
-    pub id: u64,
-    pub identifier: String,
-    /// Canonical (lower-case) hostname: the Kubernetes node name.
-    pub hostname: String,
-    pub cluster: String,
-    pub group: u64,
-    pub plan: u64,
-    pub phase: Phase,
-    pub fate: Fate,
-    pub created: f64,
-    pub phase_since: f64,
-    pub next_at: Option<f64>,
-    /// First virtual second the node list shows it (after list lag).
-    pub visible_from: Option<f64>,
-    pub gone_at: Option<f64>,
-    pub ip: String,
-    pub private_ip: String,
-    /// Pre-drawn durations: pending, boot, join.
-    durations: [f64; 3],
-    pub registered: bool,
-}
-
-/// A node hook the driver must run.
-#[derive(Clone, Debug)]
-pub enum Hook {
-    Joined(Box<WorkerRec>),
-    Gone { hostname: String },
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Event {
-    pub at: f64,
-    pub worker: String,
-    pub hostname: String,
-    pub from: Phase,
-    pub to: Phase,
-}
+pub use super::model::*;
 
 pub struct World {
     pub cfg: SimConfig,
@@ -568,57 +424,112 @@ impl World {
     }
 }
 
-pub fn is_live(phase: Phase, at: CountAt) -> bool {
-    match at {
-        CountAt::Accepted => !matches!(phase, Phase::Failed | Phase::Gone),
-        CountAt::Running => matches!(phase, Phase::Running | Phase::Joined | Phase::Deleting),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::sim::config::GroupSeed;
+
+    fn world() -> World {
+        let mut cfg = SimConfig::default();
+        cfg.clusters[0].groups.push(GroupSeed {
+            name: "g".into(),
+            plan: 2,
+            workers: 0,
+        });
+        World::new(cfg)
     }
-}
 
-pub fn push_bounded<T>(q: &mut VecDeque<T>, item: T) {
-    if q.len() >= LOG_CAP {
-        q.pop_front();
+    fn phase_after(w: &mut World, secs: f64, i: usize) -> Phase {
+        w.clock.advance(secs);
+        w.tick();
+        w.workers[i].phase
     }
-    q.push_back(item);
-}
 
-#[derive(Clone, Debug, Serialize)]
-pub struct CostReport {
-    pub virtual_hours: f64,
-    pub total_usd: f64,
-    pub hourly_usd_now: f64,
-    pub live_workers: usize,
-    pub workers_ever: usize,
-}
-
-/// A refusal by the simulated API.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SimError {
-    pub status: u16,
-    pub message: String,
-    /// Quota refusals come as HTTP 200 with `error: true`, like the real API.
-    pub in_200: bool,
-}
-
-impl SimError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            in_200: false,
+    #[test]
+    fn the_same_seed_gives_the_same_identifiers_and_hostnames() {
+        let (mut a, mut b) = (world(), world());
+        let cid = a.clusters[0].identifier.clone();
+        assert_eq!(cid, b.clusters[0].identifier);
+        for w in [&mut a, &mut b] {
+            let _ = w.add_worker(&cid, None, Fate::Normal, 1.0);
         }
+        assert_eq!(a.workers[0].hostname, b.workers[0].hostname);
+        assert_eq!(a.workers[0].identifier, b.workers[0].identifier);
+        assert!(a.workers[0].hostname.starts_with("sim-k8s-1a2b-slave-"));
+        assert_eq!(a.workers[0].hostname.len(), "sim-k8s-1a2b-slave-".len() + 4);
     }
 
-    pub fn no_cluster() -> Self {
-        Self::new(404, "Cluster not found")
+    #[test]
+    fn a_worker_walks_accepted_provisioning_running_joined_and_fires_the_join_hook() {
+        let mut w = world();
+        let cid = w.clusters[0].identifier.clone();
+        let i = w.add_worker(&cid, None, Fate::Normal, 1.0).unwrap_or(0);
+        assert_eq!(w.workers[i].phase, Phase::Accepted);
+        assert!(
+            w.listed_workers(&cid).is_empty(),
+            "accepted workers are not listed"
+        );
+        assert_eq!(phase_after(&mut w, 20.0, i), Phase::Provisioning);
+        assert_eq!(w.listed_workers(&cid).len(), 1);
+        assert_eq!(phase_after(&mut w, 120.0, i), Phase::Running);
+        assert_eq!(phase_after(&mut w, 180.0, i), Phase::Joined);
+        assert!(matches!(w.hooks.as_slice(), [Hook::Joined(_)]));
     }
 
-    pub fn quota(message: Option<String>) -> Self {
-        Self {
-            status: 400,
-            message: message
-                .unwrap_or_else(|| "Worker nodes count exceeds the allowed limit".into()),
-            in_200: true,
-        }
+    #[test]
+    fn deletion_ends_in_gone_and_stops_the_cost_meter() {
+        let mut w = world();
+        let cid = w.clusters[0].identifier.clone();
+        let i = w.add_worker(&cid, None, Fate::Normal, 1.0).unwrap_or(0);
+        phase_after(&mut w, 400.0, i);
+        let id = w.workers[i].identifier.clone();
+        assert!(w.delete_worker(&cid, &id, 1.0).is_ok());
+        assert_eq!(phase_after(&mut w, 40.0, i), Phase::Gone);
+        assert!(matches!(w.hooks.last(), Some(Hook::Gone { .. })));
+        assert_eq!(
+            w.delete_worker(&cid, &id, 1.0).map_err(|e| e.status),
+            Err(404)
+        );
+        let c1 = w.cost().total_usd;
+        w.clock.advance(3600.0);
+        assert!(
+            (w.cost().total_usd - c1).abs() < 1e-12,
+            "no accrual once gone"
+        );
+        assert_eq!(w.cost().live_workers, 0);
+    }
+
+    #[test]
+    fn fates_stop_the_machine_where_the_fault_says() {
+        let mut w = world();
+        let cid = w.clusters[0].identifier.clone();
+        let stuck = w.add_worker(&cid, None, Fate::Stuck, 1.0).unwrap_or(0);
+        let never = w.add_worker(&cid, None, Fate::NeverJoin, 1.0).unwrap_or(0);
+        let fail = w.add_worker(&cid, None, Fate::FailCreate, 1.0).unwrap_or(0);
+        w.clock.advance(10_000.0);
+        w.tick();
+        assert_eq!(w.workers[stuck].phase, Phase::Provisioning);
+        assert_eq!(w.workers[never].phase, Phase::Running);
+        assert_eq!(w.workers[fail].phase, Phase::Gone);
+        assert!(w.hooks.is_empty(), "none of them joined");
+    }
+
+    #[test]
+    fn nodes_count_follows_the_count_at_knob() {
+        let mut w = world();
+        let cid = w.clusters[0].identifier.clone();
+        let _ = w.add_worker(&cid, None, Fate::Normal, 1.0);
+        assert_eq!(w.live_count(&cid, None, CountAt::Accepted), 1);
+        assert_eq!(w.live_count(&cid, None, CountAt::Running), 0);
+    }
+
+    #[test]
+    fn a_standing_cluster_limit_refuses_with_the_quota_message() {
+        let mut w = world();
+        w.cfg.settings.max_workers_per_cluster = Some(1);
+        let cid = w.clusters[0].identifier.clone();
+        assert!(w.add_worker(&cid, None, Fate::Normal, 1.0).is_ok());
+        let e = w.add_worker(&cid, None, Fate::Normal, 1.0);
+        assert!(e.is_err_and(|e| e.in_200 && e.message.contains("exceeds the allowed limit")));
     }
 }
