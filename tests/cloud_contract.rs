@@ -31,6 +31,7 @@ contract!(
     offerings_for_an_unknown_datacenter_are_not_found,
     ensure_group_creates_a_missing_group_once_and_then_reuses_it,
     ensure_group_refuses_a_same_named_group_of_another_size,
+    a_group_create_whose_answer_is_lost_is_found_by_listing,
     an_added_worker_is_found_by_diffing_and_becomes_ready,
     listings_exclude_masters_and_filter_by_group_hostname_and_ip,
     an_unknown_worker_or_cluster_is_not_found,
@@ -108,6 +109,20 @@ async fn ensure_group_refuses_a_same_named_group_of_another_size(kind: Kind) {
         .ensure_group(&h.cluster, &h.offering(3), "pool")
         .await;
     assert!(matches!(e, Err(CloudError::Permanent { .. })), "{e:?}");
+}
+
+async fn a_group_create_whose_answer_is_lost_is_found_by_listing(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fault(json!({"endpoint": "add_group", "fault": {"kind": "duplicate_create_on_retry"}}));
+    let g = h.group("pool", 2).await;
+    assert_eq!(g.offering_id, Some(2));
+    let creates = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "add_group")
+        .count();
+    assert_eq!(creates, 1, "the create is not repeated");
 }
 
 async fn an_added_worker_is_found_by_diffing_and_becomes_ready(kind: Kind) {

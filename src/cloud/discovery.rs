@@ -10,7 +10,10 @@
 //! case-insensitively) was in the snapshot, so a hostname re-cased by the API or a
 //! re-listed old worker can never be claimed.
 
-use super::types::{AddOutcome, Worker};
+use std::future::Future;
+
+use super::types::{AddOutcome, CloudGroup, Offering, Worker};
+use super::{CloudError, CloudProvider};
 
 /// Result of diffing a before/after pair of worker lists.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +70,61 @@ pub fn find_new_worker(
         0 => NewWorker::NotYet,
         1 => fresh.pop().map_or(NewWorker::NotYet, NewWorker::Found),
         _ => NewWorker::Ambiguous(fresh),
+    }
+}
+
+/// The `ensure_group` protocol shared by the providers: list; if the group is missing,
+/// call `create` once; then list again, because creation answers no id. After a failed
+/// create the groups are listed anyway (a concurrent creator or a lost answer may have
+/// made it exist), and the create's error is returned only if the group is still missing.
+pub async fn ensure_group_by_listing<P, F, Fut>(
+    provider: &P,
+    cluster: &str,
+    offering: &Offering,
+    group_name: &str,
+    create: F,
+) -> Result<CloudGroup, CloudError>
+where
+    P: CloudProvider + ?Sized,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), CloudError>>,
+{
+    if let Some(g) = find_group(provider.groups(cluster).await?, offering, group_name)? {
+        return Ok(g);
+    }
+    let created = create().await;
+    let listed = provider.groups(cluster).await;
+    match (created, listed) {
+        (Ok(()), Ok(groups)) => find_group(groups, offering, group_name)?.ok_or_else(|| {
+            CloudError::transient("group created but not listed yet; look again later")
+        }),
+        (Err(e), Ok(groups)) => find_group(groups, offering, group_name)?.ok_or(e),
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
+/// The group named `name` (exact, then case-insensitive), checked to have the offering's
+/// size: a same-named group of another size is `Permanent`, never silently reused.
+pub fn find_group(
+    groups: Vec<CloudGroup>,
+    offering: &Offering,
+    name: &str,
+) -> Result<Option<CloudGroup>, CloudError> {
+    let found = groups
+        .iter()
+        .find(|g| g.name == name)
+        .or_else(|| groups.iter().find(|g| g.name.eq_ignore_ascii_case(name)))
+        .cloned();
+    match found {
+        Some(g) if g.offering_id.is_some_and(|o| o != offering.id) => Err(CloudError::Permanent {
+            status: None,
+            message: format!(
+                "group {name:?} exists with size {:?}, not {}",
+                g.offering_id, offering.id
+            ),
+        }),
+        other => Ok(other),
     }
 }
 

@@ -194,3 +194,25 @@ impl SimConfig {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_config_file_is_the_default_and_fields_override_it() {
+        let c: Result<SimConfig, _> = serde_json::from_str("{}");
+        assert_eq!(c.ok(), Some(SimConfig::default()));
+        let c: Result<SimConfig, _> = serde_json::from_str(
+            r#"{"seed": 7, "time_scale": 0.01, "add_response": "object",
+                "timings": {"boot": {"min": 1, "max": 2}},
+                "clusters": [{"name": "c1", "groups": [{"name": "g", "plan": 3, "workers": 2}]}]}"#,
+        );
+        let c = c.unwrap_or_default();
+        assert_eq!((c.seed, c.settings.time_scale), (7, 0.01));
+        assert_eq!(c.settings.add_response, AddShape::Object);
+        assert_eq!(c.settings.timings.boot, Span::new(1.0, 2.0));
+        assert_eq!(c.settings.timings.join, Timings::default().join);
+        assert_eq!(c.clusters[0].groups[0].workers, 2);
+    }
+}

@@ -269,7 +269,11 @@ impl Sim {
     ) -> Result<(), SimError> {
         let mut g = self.lock();
         check_quota(&g.world, cluster, fx)?;
-        g.world.create_group(cluster, name, plan).map(|_| ())
+        g.world.create_group(cluster, name, plan)?;
+        if fx.has(|f| matches!(f, Fault::DuplicateCreateOnRetry)) {
+            return Err(SimError::new(504, "Gateway timeout"));
+        }
+        Ok(())
     }
 
     pub fn delete_group(&self, gid: u64, fx: &Effects) -> Result<(), SimError> {

@@ -169,8 +169,8 @@ pub enum Fault {
     },
     /// The delete happens but the answer is 404 "not found".
     DeleteAlreadyGone,
-    /// The add happens but the answer is a 504, as if it timed out: a client that
-    /// retries creates a second worker.
+    /// The add (or group create) happens but the answer is a 504, as if it timed out:
+    /// a client that retries blindly creates a second one.
     DuplicateCreateOnRetry,
     /// All exchanged tokens are revoked before this request is checked.
     RevokeTokens,
@@ -290,9 +290,8 @@ impl FaultRule {
             Fault::FailCreate { .. }
             | Fault::StuckProvisioning
             | Fault::NeverJoin
-            | Fault::DuplicateCreateOnRetry
             | Fault::AddResponse { .. } => adds,
-            Fault::Quota { .. } => adds || endpoint == "add_group",
+            Fault::Quota { .. } | Fault::DuplicateCreateOnRetry => adds || endpoint == "add_group",
             Fault::DeleteFail { .. } | Fault::DeleteAlreadyGone => deletes,
             Fault::Slow { .. } => adds || deletes,
             Fault::HostnameCase { .. } => matches!(endpoint, "cluster" | "add_worker"),

@@ -16,6 +16,7 @@ use super::config::AddShape;
 use super::core::Sim;
 use super::faults::{BodyStyle, Effects, Reject, RequestKey, RetryAfter};
 use super::world::SimError;
+use crate::cloud::discovery::ensure_group_by_listing;
 use crate::cloud::vpsie::envelope::{parse_response, parse_retry_after};
 use crate::cloud::{
     AddOutcome, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery,
@@ -157,24 +158,13 @@ impl CloudProvider for SimCloud {
         offering: &Offering,
         group_name: &str,
     ) -> Result<CloudGroup, CloudError> {
-        use crate::cloud::vpsie::find_group;
-        if let Some(g) = find_group(self.groups(cluster).await?, offering, group_name)? {
-            return Ok(g);
-        }
-        let created = self
-            .request(key("add_group", "POST", Some(cluster), None), |fx| {
+        ensure_group_by_listing(self, cluster, offering, group_name, || async {
+            self.request(key("add_group", "POST", Some(cluster), None), |fx| {
                 self.sim.add_group(cluster, group_name, offering.id, fx)
             })
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.is_retryable() => {
-                return find_group(self.groups(cluster).await?, offering, group_name)?.ok_or(e);
-            }
-            Err(e) => return Err(e),
-        }
-        find_group(self.groups(cluster).await?, offering, group_name)?
-            .ok_or_else(|| CloudError::transient("group created but not listed yet"))
+            .await
+        })
+        .await
     }
 
     async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError> {

@@ -19,6 +19,7 @@ pub use credentials::{Auth, Credentials, Secret};
 use self::auth::TokenCache;
 use self::resilience::{CircuitBreaker, TokenBucket};
 use self::transport::{Call, segment};
+use crate::cloud::discovery::ensure_group_by_listing;
 use crate::cloud::{
     AddOutcome, BreakerState, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery,
 };
@@ -142,11 +143,8 @@ impl CloudProvider for VpsieClient {
         offering: &Offering,
         group_name: &str,
     ) -> Result<CloudGroup, CloudError> {
-        if let Some(g) = find_group(self.groups(cluster).await?, offering, group_name)? {
-            return Ok(g);
-        }
-        let created = self
-            .call(Call {
+        ensure_group_by_listing(self, cluster, offering, group_name, || async {
+            self.call(Call {
                 method: Method::POST,
                 path: self.k8s("/cluster/add/group"),
                 body: Some(json!({
@@ -156,18 +154,10 @@ impl CloudProvider for VpsieClient {
                 })),
                 idempotent: false,
             })
-            .await;
-        match created {
-            Ok(_) => {}
-            // The create may have landed before the failure: look before giving up.
-            Err(e) if e.is_retryable() => {
-                return find_group(self.groups(cluster).await?, offering, group_name)?.ok_or(e);
-            }
-            Err(e) => return Err(e),
-        }
-        find_group(self.groups(cluster).await?, offering, group_name)?.ok_or_else(|| {
-            CloudError::transient("group created but not listed yet; look again later")
+            .await
+            .map(|_| ())
         })
+        .await
     }
 
     async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError> {
@@ -216,29 +206,6 @@ impl CloudProvider for VpsieClient {
 
     fn breaker_state(&self) -> Option<BreakerState> {
         Some(self.breaker.state())
-    }
-}
-
-/// The group named `name` (exact, then case-insensitive), checked to have the offering's size.
-pub(crate) fn find_group(
-    groups: Vec<CloudGroup>,
-    offering: &Offering,
-    name: &str,
-) -> Result<Option<CloudGroup>, CloudError> {
-    let found = groups
-        .iter()
-        .find(|g| g.name == name)
-        .or_else(|| groups.iter().find(|g| g.name.eq_ignore_ascii_case(name)))
-        .cloned();
-    match found {
-        Some(g) if g.offering_id.is_some_and(|o| o != offering.id) => Err(CloudError::Permanent {
-            status: None,
-            message: format!(
-                "group {name:?} exists with size {:?}, not {}",
-                g.offering_id, offering.id
-            ),
-        }),
-        other => Ok(other),
     }
 }
 
