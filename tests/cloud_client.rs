@@ -337,6 +337,11 @@ async fn the_admin_api_manages_faults_settings_clock_and_reports_state() {
     assert_eq!(status, 400);
     let (_, list) = json_of(http.get(format!("{base}/_sim/faults"))).await;
     assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let (status, replaced) = json_of(http.put(format!("{base}/_sim/faults/{id}")).json(&json!({
+        "endpoint": "cluster", "fault": {"kind": "latency", "ms": 5}})))
+    .await;
+    assert_eq!((status, replaced["id"].as_u64()), (200, Some(id)));
+    assert_eq!(replaced["fault"]["kind"], json!("latency"));
     let del = http
         .delete(format!("{base}/_sim/faults/{id}"))
         .send()

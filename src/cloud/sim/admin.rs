@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ pub fn router() -> Router<Arc<Sim>> {
             "/_sim/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
-        .route("/_sim/faults/{id}", delete(remove_fault))
+        .route("/_sim/faults/{id}", put(replace_fault).delete(remove_fault))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/events", get(events))
         .route("/_sim/cost", get(cost))
@@ -75,6 +75,23 @@ async fn add_fault(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Resp
 async fn clear_faults(State(sim): State<Arc<Sim>>) -> StatusCode {
     sim.clear_faults();
     StatusCode::NO_CONTENT
+}
+
+/// Replaces a rule (its counters restart), keeping its id.
+async fn replace_fault(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rule: FaultRule = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&format!("invalid fault rule: {e}")),
+    };
+    match sim.replace_fault(id, rule) {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => bad_request(&e),
+    }
 }
 
 async fn remove_fault(State(sim): State<Arc<Sim>>, Path(id): Path<u64>) -> StatusCode {

@@ -132,6 +132,18 @@ impl Sim {
         Ok(rule)
     }
 
+    /// Replaces rule `id`; `Ok(None)` if there is no such rule.
+    pub fn replace_fault(&self, id: u64, mut rule: FaultRule) -> Result<Option<FaultRule>, String> {
+        rule.validate()?;
+        let mut g = self.lock();
+        let Some(slot) = g.faults.iter_mut().find(|r| r.id == id) else {
+            return Ok(None);
+        };
+        rule.prepare(id, Instant::now());
+        *slot = rule.clone();
+        Ok(Some(rule))
+    }
+
     pub fn faults(&self) -> Vec<FaultRule> {
         self.lock().faults.clone()
     }
