@@ -200,14 +200,7 @@ async fn delete_is_idempotent_and_answers_not_found_once_gone(kind: Kind) {
         .expect("delete accepted");
     // A repeat while it is still deleting is accepted again (or already gone).
     deleted_or_gone(h.cloud.delete_worker(&h.cluster, &w.identifier).await).expect("repeat");
-    eventually("the worker is gone", Duration::from_secs(5), || async {
-        h.cloud
-            .get_worker(&h.cluster, &w.identifier)
-            .await
-            .err()
-            .filter(CloudError::is_not_found)
-    })
-    .await;
+    h.wait_gone(&w.identifier).await;
     let e = h.cloud.delete_worker(&h.cluster, &w.identifier).await;
     assert!(matches!(e, Err(CloudError::NotFound { .. })), "{e:?}");
     assert!(deleted_or_gone(e).is_ok());
@@ -239,7 +232,7 @@ async fn injected_http_errors_classify_the_same_whatever_the_body_style(kind: Ki
             "{status} {style}: {e:?}"
         );
         h.sim.remove_fault(rule.id);
-        settle_breaker(&h).await;
+        h.settle_breaker().await;
     }
     assert!(h.cloud.groups(&h.cluster).await.is_ok(), "healthy again");
 }
@@ -266,7 +259,7 @@ async fn rate_limits_report_retry_after_in_seconds_or_as_a_date_or_not_at_all(ki
             other => panic!("expected rate limited, got {other:?}"),
         }
         h.sim.remove_fault(rule.id);
-        settle_breaker(&h).await;
+        h.settle_breaker().await;
     }
 }
 
@@ -316,18 +309,7 @@ async fn an_async_create_failure_shows_failed_then_vanishes(kind: Kind) {
         (cur.state == WorkerState::Failed).then_some(())
     })
     .await;
-    eventually(
-        "the failed worker vanishes",
-        Duration::from_secs(5),
-        || async {
-            h.cloud
-                .get_worker(&h.cluster, &w.identifier)
-                .await
-                .err()
-                .filter(CloudError::is_not_found)
-        },
-    )
-    .await;
+    h.wait_gone(&w.identifier).await; // a failed worker vanishes
 }
 
 async fn an_immediate_create_failure_creates_nothing(kind: Kind) {
@@ -355,12 +337,7 @@ async fn a_stuck_worker_stays_provisioning(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "stuck_provisioning"}}));
     let w = h.add_and_discover(g.id).await;
     tokio::time::sleep(SETTLE).await;
-    let cur = h
-        .cloud
-        .get_worker(&h.cluster, &w.identifier)
-        .await
-        .expect("get");
-    assert_eq!(cur.state, WorkerState::Provisioning);
+    assert_eq!(h.state_of(&w.identifier).await, WorkerState::Provisioning);
 }
 
 async fn a_worker_that_never_joins_stays_running(kind: Kind) {
@@ -369,12 +346,7 @@ async fn a_worker_that_never_joins_stays_running(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "never_join"}}));
     let w = h.add_and_discover(g.id).await;
     tokio::time::sleep(SETTLE).await;
-    let cur = h
-        .cloud
-        .get_worker(&h.cluster, &w.identifier)
-        .await
-        .expect("get");
-    assert_eq!(cur.state, WorkerState::Running);
+    assert_eq!(h.state_of(&w.identifier).await, WorkerState::Running);
 }
 
 async fn slow_creates_take_longer_than_normal_ones(kind: Kind) {
@@ -440,7 +412,7 @@ async fn delete_failures_leave_the_worker_and_a_later_delete_succeeds(kind: Kind
         .expect("still there");
     assert_ne!(cur.state, WorkerState::Deleting);
     h.sim.remove_fault(rule.id);
-    settle_breaker(&h).await;
+    h.settle_breaker().await;
     h.cloud
         .delete_worker(&h.cluster, &w.identifier)
         .await
@@ -456,14 +428,7 @@ async fn a_delete_answered_not_found_still_removes_the_worker(kind: Kind) {
     let e = h.cloud.delete_worker(&h.cluster, &w.identifier).await;
     assert!(matches!(e, Err(CloudError::NotFound { .. })), "{e:?}");
     assert!(deleted_or_gone(e).is_ok());
-    eventually("the worker is gone", Duration::from_secs(5), || async {
-        h.cloud
-            .get_worker(&h.cluster, &w.identifier)
-            .await
-            .err()
-            .filter(CloudError::is_not_found)
-    })
-    .await;
+    h.wait_gone(&w.identifier).await;
 }
 
 async fn a_timed_out_add_is_never_retried_and_creates_exactly_one_worker(kind: Kind) {
@@ -630,11 +595,4 @@ async fn a_fault_with_probability_zero_never_fires(kind: Kind) {
         .find(|r| r.id == rule.id)
         .map(|r| r.hits);
     assert_eq!(hits, Some(0));
-}
-
-/// Waits out a breaker opened by the previous case (open_for is 300 ms in tests).
-async fn settle_breaker(h: &Harness) {
-    if h.cloud.breaker_state() == Some(vpsie_autoscaler::cloud::BreakerState::Open) {
-        tokio::time::sleep(Duration::from_millis(320)).await;
-    }
 }

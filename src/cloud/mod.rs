@@ -53,7 +53,13 @@ pub trait CloudProvider: Send + Sync {
 
     /// The workers of one group (masters excluded). Workers whose group the API does not
     /// report are left out; use [`CloudProvider::find_workers`] for the whole cluster.
-    async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError>;
+    async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError> {
+        let query = WorkerQuery {
+            group_id: Some(group),
+            ..WorkerQuery::default()
+        };
+        self.find_workers(cluster, &query).await
+    }
 
     /// The cluster's workers (masters excluded) that match `query`; an empty query lists
     /// them all. This is the listing to snapshot before an add (see [`discovery`]).

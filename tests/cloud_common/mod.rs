@@ -139,6 +139,33 @@ impl Harness {
             .await
     }
 
+    /// Waits until the cluster no longer lists the worker.
+    pub async fn wait_gone(&self, identifier: &str) {
+        eventually("the worker is gone", Duration::from_secs(5), || async {
+            self.cloud
+                .get_worker(&self.cluster, identifier)
+                .await
+                .err()
+                .filter(vpsie_autoscaler::cloud::CloudError::is_not_found)
+        })
+        .await;
+    }
+
+    pub async fn state_of(&self, identifier: &str) -> vpsie_autoscaler::cloud::WorkerState {
+        self.cloud
+            .get_worker(&self.cluster, identifier)
+            .await
+            .expect("worker listed")
+            .state
+    }
+
+    /// Waits out a breaker opened by a previous step (open_for is 300 ms in tests).
+    pub async fn settle_breaker(&self) {
+        if self.cloud.breaker_state() == Some(vpsie_autoscaler::cloud::BreakerState::Open) {
+            tokio::time::sleep(Duration::from_millis(320)).await;
+        }
+    }
+
     /// Count of add requests the simulator saw.
     pub fn add_requests(&self) -> usize {
         self.sim

@@ -288,8 +288,7 @@ impl Sim {
         Ok(())
     }
 
-    pub fn delete_group(&self, gid: u64, fx: &Effects) -> Result<(), SimError> {
-        let _ = fx;
+    pub fn delete_group(&self, gid: u64) -> Result<(), SimError> {
         self.lock().world.delete_group(gid)
     }
 

@@ -153,7 +153,7 @@ pub(super) fn operation(
             Ok(ok(json!(true)))
         }
         "delete_group" => {
-            sim.delete_group(p.group.unwrap_or_default(), fx)?;
+            sim.delete_group(p.group.unwrap_or_default())?;
             Ok(ok(json!(true)))
         }
         "add_worker" | "add_worker_default" => {

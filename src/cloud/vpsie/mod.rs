@@ -160,14 +160,6 @@ impl CloudProvider for VpsieClient {
         .await
     }
 
-    async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError> {
-        let q = WorkerQuery {
-            group_id: Some(group),
-            ..WorkerQuery::default()
-        };
-        self.find_workers(cluster, &q).await
-    }
-
     async fn find_workers(
         &self,
         cluster: &str,
