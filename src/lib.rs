@@ -1,6 +1,7 @@
 //! vpsie-autoscaler: a Kubernetes node autoscaler and rebalancer for the VPSie cloud.
 
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod controller;
 pub mod crd;
@@ -8,4 +9,5 @@ pub mod lease;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod simnodes;
 pub mod telemetry;
