@@ -29,9 +29,7 @@ pub struct KubeNodeRegistrar {
 
 impl KubeNodeRegistrar {
     pub fn new(client: kube::Client) -> Self {
-        Self {
-            nodes: Api::all(client),
-        }
+        Self { nodes: Api::all(client) }
     }
 }
 
@@ -43,42 +41,22 @@ pub fn node_for(worker: &Worker, offering: &Offering) -> Node {
         ("kubernetes.io/hostname".to_string(), name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), "amd64".to_string()),
-        (
-            "node.kubernetes.io/instance-type".to_string(),
-            offering.name.clone(),
-        ),
+        ("node.kubernetes.io/instance-type".to_string(), offering.name.clone()),
         ("type".to_string(), "kwok".to_string()),
         (WORKER_ID_LABEL.to_string(), worker.identifier.clone()),
     ]);
     let annotations = BTreeMap::from([(KWOK_ANNOTATION.to_string(), "fake".to_string())]);
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(offering.cpu.to_string())),
-        (
-            "memory".to_string(),
-            Quantity(format!("{}Mi", offering.ram_mib)),
-        ),
+        ("memory".to_string(), Quantity(format!("{}Mi", offering.ram_mib))),
         ("pods".to_string(), Quantity(MAX_PODS.to_string())),
-        (
-            "ephemeral-storage".to_string(),
-            Quantity(format!("{}Gi", offering.disk_gb)),
-        ),
+        ("ephemeral-storage".to_string(), Quantity(format!("{}Gi", offering.disk_gb))),
     ]);
-    let addresses = [
-        ("InternalIP", worker.private_ip.as_ref()),
-        ("ExternalIP", worker.ip.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(t, a)| {
-        a.map(|a| NodeAddress {
-            type_: t.to_string(),
-            address: a.clone(),
-        })
-    })
-    .chain(std::iter::once(NodeAddress {
-        type_: "Hostname".into(),
-        address: name.clone(),
-    }))
-    .collect();
+    let addresses = [("InternalIP", worker.private_ip.as_ref()), ("ExternalIP", worker.ip.as_ref())]
+        .into_iter()
+        .filter_map(|(t, a)| a.map(|a| NodeAddress { type_: t.to_string(), address: a.clone() }))
+        .chain(std::iter::once(NodeAddress { type_: "Hostname".into(), address: name.clone() }))
+        .collect();
     Node {
         metadata: ObjectMeta {
             name: Some(name),
@@ -109,9 +87,7 @@ impl NodeRegistrar for KubeNodeRegistrar {
         // Node creation keeps the posted status, but KWOK or an older server may not:
         // set capacity explicitly so the scheduler sees the offering's size.
         let patch = serde_json::json!({ "status": node.status });
-        self.nodes
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        self.nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         tracing::info!(node = %name, "simulated worker joined: node registered");
         Ok(())
     }
@@ -158,12 +134,7 @@ mod tests {
         let n = node_for(&w, &o);
         assert_eq!(n.metadata.name.as_deref(), Some("sim-k8s-1a2b-slave-00af"));
         let labels = n.metadata.labels.unwrap_or_default();
-        assert_eq!(
-            labels
-                .get("node.kubernetes.io/instance-type")
-                .map(String::as_str),
-            Some("s-2vcpu-4gb")
-        );
+        assert_eq!(labels.get("node.kubernetes.io/instance-type").map(String::as_str), Some("s-2vcpu-4gb"));
         assert_eq!(labels.get(WORKER_ID_LABEL).map(String::as_str), Some("u-1"));
         let ann = n.metadata.annotations.unwrap_or_default();
         assert_eq!(ann.get(KWOK_ANNOTATION).map(String::as_str), Some("fake"));

@@ -71,11 +71,7 @@ async fn offerings_list_the_catalogue_with_hourly_equal_to_monthly_over_720(kind
         assert!(o.monthly_price > 0.0 && o.cpu > 0 && o.ram_mib > 0);
         assert!((o.hourly_price - o.monthly_price / 720.0).abs() < 1e-9);
     }
-    assert_eq!(
-        offers[1],
-        h.offering(2),
-        "same view in every implementation"
-    );
+    assert_eq!(offers[1], h.offering(2), "same view in every implementation");
 }
 
 async fn offerings_for_an_unknown_datacenter_are_not_found(kind: Kind) {
@@ -90,12 +86,7 @@ async fn ensure_group_creates_a_missing_group_once_and_then_reuses_it(kind: Kind
     let b = h.group("pool-s2", 2).await;
     assert_eq!(a.id, b.id);
     assert_eq!(a.offering_id, Some(2));
-    let creates = h
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == "add_group")
-        .count();
+    let creates = h.sim.requests().iter().filter(|r| r.endpoint == "add_group").count();
     assert_eq!(creates, 1);
     let groups = h.cloud.groups(&h.cluster).await.expect("groups");
     assert_eq!(groups.iter().filter(|g| g.name == "pool-s2").count(), 1);
@@ -104,10 +95,7 @@ async fn ensure_group_creates_a_missing_group_once_and_then_reuses_it(kind: Kind
 async fn ensure_group_refuses_a_same_named_group_of_another_size(kind: Kind) {
     let h = Harness::new(kind).await;
     h.group("pool", 2).await;
-    let e = h
-        .cloud
-        .ensure_group(&h.cluster, &h.offering(3), "pool")
-        .await;
+    let e = h.cloud.ensure_group(&h.cluster, &h.offering(3), "pool").await;
     assert!(matches!(e, Err(CloudError::Permanent { .. })), "{e:?}");
 }
 
@@ -116,12 +104,7 @@ async fn a_group_create_whose_answer_is_lost_is_found_by_listing(kind: Kind) {
     h.fault(json!({"endpoint": "add_group", "fault": {"kind": "duplicate_create_on_retry"}}));
     let g = h.group("pool", 2).await;
     assert_eq!(g.offering_id, Some(2));
-    let creates = h
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == "add_group")
-        .count();
+    let creates = h.sim.requests().iter().filter(|r| r.endpoint == "add_group").count();
     assert_eq!(creates, 1, "the create is not repeated");
 }
 
@@ -140,10 +123,7 @@ async fn an_added_worker_is_found_by_diffing_and_becomes_ready(kind: Kind) {
     let listed = h.cloud.list_workers(&h.cluster, g.id).await.expect("list");
     assert_eq!(listed.len(), 1);
     let groups = h.cloud.groups(&h.cluster).await.expect("groups");
-    assert_eq!(
-        groups.iter().find(|x| x.id == g.id).map(|x| x.nodes_count),
-        Some(1)
-    );
+    assert_eq!(groups.iter().find(|x| x.id == g.id).map(|x| x.nodes_count), Some(1));
 }
 
 async fn listings_exclude_masters_and_filter_by_group_hostname_and_ip(kind: Kind) {
@@ -155,28 +135,12 @@ async fn listings_exclude_masters_and_filter_by_group_hostname_and_ip(kind: Kind
     let all = h.workers().await;
     assert_eq!(all.len(), 2, "masters are not workers: {all:?}");
     let only1 = h.cloud.list_workers(&h.cluster, g1.id).await.expect("list");
-    assert_eq!(
-        only1.iter().map(|w| &w.identifier).collect::<Vec<_>>(),
-        vec![&w1.identifier]
-    );
-    let by_host = h
-        .cloud
-        .find_workers(
-            &h.cluster,
-            &WorkerQuery::hostname(w2.hostname.to_uppercase()),
-        )
-        .await
-        .expect("find");
+    assert_eq!(only1.iter().map(|w| &w.identifier).collect::<Vec<_>>(), vec![&w1.identifier]);
+    let by_host =
+        h.cloud.find_workers(&h.cluster, &WorkerQuery::hostname(w2.hostname.to_uppercase())).await.expect("find");
     assert_eq!(by_host.len(), 1);
-    let by_ip = WorkerQuery {
-        ip: w2.private_ip.clone(),
-        ..WorkerQuery::default()
-    };
-    let found = h
-        .cloud
-        .find_workers(&h.cluster, &by_ip)
-        .await
-        .expect("find");
+    let by_ip = WorkerQuery { ip: w2.private_ip.clone(), ..WorkerQuery::default() };
+    let found = h.cloud.find_workers(&h.cluster, &by_ip).await.expect("find");
     assert_eq!(found.first().map(|w| &w.identifier), Some(&w2.identifier));
 }
 
@@ -194,10 +158,7 @@ async fn delete_is_idempotent_and_answers_not_found_once_gone(kind: Kind) {
     let h = Harness::new(kind).await;
     let g = h.group("pool", 2).await;
     let w = h.add_and_discover(g.id).await;
-    h.cloud
-        .delete_worker(&h.cluster, &w.identifier)
-        .await
-        .expect("delete accepted");
+    h.cloud.delete_worker(&h.cluster, &w.identifier).await.expect("delete accepted");
     // A repeat while it is still deleting is accepted again (or already gone).
     deleted_or_gone(h.cloud.delete_worker(&h.cluster, &w.identifier).await).expect("repeat");
     h.wait_gone(&w.identifier).await;
@@ -226,11 +187,7 @@ async fn injected_http_errors_classify_the_same_whatever_the_body_style(kind: Ki
         let rule = h.fault(json!({"endpoint": "groups",
             "fault": {"kind": "http_error", "status": status, "body_style": style}}));
         let e = h.cloud.groups(&h.cluster).await;
-        assert_eq!(
-            e.as_ref().err().map(CloudError::kind),
-            Some(kind_name),
-            "{status} {style}: {e:?}"
-        );
+        assert_eq!(e.as_ref().err().map(CloudError::kind), Some(kind_name), "{status} {style}: {e:?}");
         h.sim.remove_fault(rule.id);
         h.settle_breaker().await;
     }
@@ -278,10 +235,7 @@ async fn a_hung_add_times_out_as_transient_and_creates_nothing(kind: Kind) {
     let start = Instant::now();
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
     assert!(matches!(e, Err(CloudError::Transient { .. })), "{e:?}");
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "the timeout fired"
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "the timeout fired");
     assert_eq!(h.workers_ever(), 0);
     assert_eq!(h.add_requests(), 1, "an add is never retried");
 }
@@ -291,10 +245,7 @@ async fn a_dropped_connection_is_transient_and_creates_nothing(kind: Kind) {
     let g = h.group("pool", 2).await;
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "drop_connection"}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(
-        matches!(e, Err(CloudError::Transient { status: None, .. })),
-        "{e:?}"
-    );
+    assert!(matches!(e, Err(CloudError::Transient { status: None, .. })), "{e:?}");
     assert_eq!(h.workers_ever(), 0);
     assert_eq!(h.add_requests(), 1);
 }
@@ -317,16 +268,7 @@ async fn an_immediate_create_failure_creates_nothing(kind: Kind) {
     let g = h.group("pool", 2).await;
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "fail_create", "immediate": true}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(
-        matches!(
-            e,
-            Err(CloudError::Transient {
-                status: Some(500),
-                ..
-            })
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, Err(CloudError::Transient { status: Some(500), .. })), "{e:?}");
     assert_eq!(h.workers_ever(), 0);
     assert_eq!(h.add_requests(), 1, "a 500 on add is not retried");
 }
@@ -371,20 +313,14 @@ async fn quota_refusals_are_quota_exceeded_and_create_nothing(kind: Kind) {
     h.sim.remove_fault(rule.id);
 
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "quota", "max_workers": 1}}));
-    h.cloud
-        .add_worker(&h.cluster, g.id)
-        .await
-        .expect("first fits");
+    h.cloud.add_worker(&h.cluster, g.id).await.expect("first fits");
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
     assert!(matches!(e, Err(CloudError::QuotaExceeded { .. })), "{e:?}");
     assert_eq!(h.workers_ever(), 1);
 
     h.fault(json!({"endpoint": "add_group", "fault": {"kind": "quota",
         "message": "Your plan does not allow this size in this datacenter"}}));
-    let e = h
-        .cloud
-        .ensure_group(&h.cluster, &h.offering(8), "big")
-        .await;
+    let e = h.cloud.ensure_group(&h.cluster, &h.offering(8), "big").await;
     assert!(matches!(e, Err(CloudError::QuotaExceeded { .. })), "{e:?}");
 }
 
@@ -395,28 +331,12 @@ async fn delete_failures_leave_the_worker_and_a_later_delete_succeeds(kind: Kind
     let rule = h.fault(json!({"endpoint": "delete_worker",
         "fault": {"kind": "delete_fail", "status": 503}}));
     let e = h.cloud.delete_worker(&h.cluster, &w.identifier).await;
-    assert!(
-        matches!(
-            e,
-            Err(CloudError::Transient {
-                status: Some(503),
-                ..
-            })
-        ),
-        "{e:?}"
-    );
-    let cur = h
-        .cloud
-        .get_worker(&h.cluster, &w.identifier)
-        .await
-        .expect("still there");
+    assert!(matches!(e, Err(CloudError::Transient { status: Some(503), .. })), "{e:?}");
+    let cur = h.cloud.get_worker(&h.cluster, &w.identifier).await.expect("still there");
     assert_ne!(cur.state, WorkerState::Deleting);
     h.sim.remove_fault(rule.id);
     h.settle_breaker().await;
-    h.cloud
-        .delete_worker(&h.cluster, &w.identifier)
-        .await
-        .expect("delete works again");
+    h.cloud.delete_worker(&h.cluster, &w.identifier).await.expect("delete works again");
 }
 
 async fn a_delete_answered_not_found_still_removes_the_worker(kind: Kind) {
@@ -437,28 +357,15 @@ async fn a_timed_out_add_is_never_retried_and_creates_exactly_one_worker(kind: K
     let before = h.workers().await;
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "duplicate_create_on_retry"}}));
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(
-        matches!(
-            e,
-            Err(CloudError::Transient {
-                status: Some(504),
-                ..
-            })
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, Err(CloudError::Transient { status: Some(504), .. })), "{e:?}");
     assert_eq!(h.add_requests(), 1);
     // Unknown outcome: discovery by diff settles it.
-    let found = eventually(
-        "the add's worker is listed",
-        Duration::from_secs(5),
-        || async {
-            match find_new_worker(&before, &h.workers().await, Some(g.id), None) {
-                NewWorker::NotYet => None,
-                other => Some(other),
-            }
-        },
-    )
+    let found = eventually("the add's worker is listed", Duration::from_secs(5), || async {
+        match find_new_worker(&before, &h.workers().await, Some(g.id), None) {
+            NewWorker::NotYet => None,
+            other => Some(other),
+        }
+    })
     .await;
     assert!(matches!(found, NewWorker::Found(_)), "{found:?}");
     tokio::time::sleep(SETTLE).await;
@@ -478,12 +385,7 @@ async fn revoked_and_expired_tokens_are_replaced_transparently(kind: Kind) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     h.workers().await;
     if kind != Kind::InProc {
-        let exchanges = h
-            .sim
-            .requests()
-            .iter()
-            .filter(|r| r.endpoint == "auth" && r.status == 200)
-            .count();
+        let exchanges = h.sim.requests().iter().filter(|r| r.endpoint == "auth" && r.status == 200).count();
         assert!(exchanges >= 3, "re-authenticated: {exchanges}");
         let refused = h.sim.requests().iter().filter(|r| r.status == 401).count();
         assert_eq!(refused, 1, "only the revoked token was refused");
@@ -503,10 +405,7 @@ async fn a_partition_fails_calls_until_it_heals(kind: Kind) {
     if kind != Kind::InProc {
         assert!(saw_open, "the breaker opened during the partition");
     }
-    eventually("the partition heals", Duration::from_secs(5), || async {
-        h.workers_or_err().await.ok()
-    })
-    .await;
+    eventually("the partition heals", Duration::from_secs(5), || async { h.workers_or_err().await.ok() }).await;
 }
 
 async fn api_hostname_casing_does_not_break_discovery(kind: Kind) {
@@ -516,15 +415,8 @@ async fn api_hostname_casing_does_not_break_discovery(kind: Kind) {
     h.fault(json!({"endpoint": "cluster", "fault": {"kind": "hostname_case", "case": "upper"}}));
     let second = h.add_and_discover(g.id).await;
     assert_eq!(second.hostname, second.hostname.to_uppercase());
-    assert_ne!(
-        second.identifier, first.identifier,
-        "the old worker is not re-claimed"
-    );
-    let found = h
-        .cloud
-        .find_workers(&h.cluster, &WorkerQuery::hostname(first.hostname.clone()))
-        .await
-        .expect("find");
+    assert_ne!(second.identifier, first.identifier, "the old worker is not re-claimed");
+    let found = h.cloud.find_workers(&h.cluster, &WorkerQuery::hostname(first.hostname.clone())).await.expect("find");
     assert_eq!(found.len(), 1);
 }
 
@@ -536,19 +428,14 @@ async fn the_add_answer_shape_is_honoured(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "times": 1,
         "fault": {"kind": "add_response", "shape": "object"}}));
     let named = h.cloud.add_worker(&h.cluster, g.id).await.expect("add");
-    let id = named
-        .identifier
-        .clone()
-        .expect("object answers name the worker");
+    let id = named.identifier.clone().expect("object answers name the worker");
     h.fault(json!({"endpoint": "add_worker", "times": 1,
         "fault": {"kind": "add_response", "shape": "object_without_identifier"}}));
     let bare = h.cloud.add_worker(&h.cluster, g.id).await.expect("add");
     assert_eq!(bare.identifier, None);
-    let w = eventually(
-        "the named worker is listed",
-        Duration::from_secs(5),
-        || async { h.cloud.get_worker(&h.cluster, &id).await.ok() },
-    )
+    let w = eventually("the named worker is listed", Duration::from_secs(5), || async {
+        h.cloud.get_worker(&h.cluster, &id).await.ok()
+    })
     .await;
     assert_eq!(Some(w.hostname), named.hostname);
 }
@@ -560,10 +447,7 @@ async fn the_cost_meter_accrues_monthly_over_720_per_hour(kind: Kind) {
     h.sim.advance_clock(3600.0);
     let cost = h.sim.lock().world.cost();
     let hourly = 24.0 / 720.0;
-    assert!(
-        cost.total_usd >= hourly && cost.total_usd < hourly * 1.2,
-        "{cost:?}"
-    );
+    assert!(cost.total_usd >= hourly && cost.total_usd < hourly * 1.2, "{cost:?}");
     assert!((cost.hourly_usd_now - hourly).abs() < 1e-9);
 }
 
@@ -588,11 +472,6 @@ async fn a_fault_with_probability_zero_never_fires(kind: Kind) {
     for _ in 0..5 {
         h.workers().await;
     }
-    let hits = h
-        .sim
-        .faults()
-        .iter()
-        .find(|r| r.id == rule.id)
-        .map(|r| r.hits);
+    let hits = h.sim.faults().iter().find(|r| r.id == rule.id).map(|r| r.hits);
     assert_eq!(hits, Some(0));
 }

@@ -13,19 +13,10 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,12}".prop_map(Value::String),
-        prop_oneof![
-            Just("1"),
-            Just("0"),
-            Just("true"),
-            Just("false"),
-            Just("12.5"),
-            Just("-3"),
-            Just("NaN")
-        ]
-        .prop_map(|s| Value::String(s.into())),
+        prop_oneof![Just("1"), Just("0"), Just("true"), Just("false"), Just("12.5"), Just("-3"), Just("NaN")]
+            .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         let keys = prop_oneof![
@@ -45,8 +36,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..8)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(keys, inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }

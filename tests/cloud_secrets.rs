@@ -33,42 +33,28 @@ impl std::io::Write for Capture {
 async fn secrets_never_appear_in_errors_debug_output_metrics_or_logs() {
     let capture = Capture::default();
     let sink = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || sink.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let token = "static-token-7e3b19c4";
     let mut cfg = sim_config();
     cfg.api_keys.push(token.into());
     let h = Harness::with(Kind::Metered, cfg).await;
-    let base = h
-        .server
-        .as_ref()
-        .map(LoopbackSim::base_url)
-        .unwrap_or_default();
+    let base = h.server.as_ref().map(LoopbackSim::base_url).unwrap_or_default();
     let mut errors: Vec<CloudError> = Vec::new();
     // A server that echoes our secrets back in its error messages.
-    h.fault(
-        json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 400,
-        "message": format!("bad client {CLIENT_ID} with secret {CLIENT_SECRET}")}}),
-    );
+    h.fault(json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 400,
+        "message": format!("bad client {CLIENT_ID} with secret {CLIENT_SECRET}")}}));
     errors.extend(h.cloud.groups(&h.cluster).await.err());
     h.fault(json!({"endpoint": "cluster", "times": 1, "fault": {"kind": "http_error", "status": 200,
         "body_style": "error200", "message": format!("client {CLIENT_ID} expired; secret={CLIENT_SECRET}")}}));
-    let token_client =
-        VpsieClient::new(client_config(base.clone()), Credentials::token(token)).expect("client");
-    h.fault(
-        json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 401,
-        "message": format!("token {token} revoked")}}),
-    );
+    let token_client = VpsieClient::new(client_config(base.clone()), Credentials::token(token)).expect("client");
+    h.fault(json!({"endpoint": "groups", "times": 1, "fault": {"kind": "http_error", "status": 401,
+        "message": format!("token {token} revoked")}}));
     errors.extend(token_client.groups(&h.cluster).await.err());
-    let unknown = VpsieClient::new(
-        client_config(base.clone()),
-        Credentials::token("unknown-tok-31f0"),
-    )
-    .expect("client");
+    let unknown =
+        VpsieClient::new(client_config(base.clone()), Credentials::token("unknown-tok-31f0")).expect("client");
     errors.extend(unknown.groups(&h.cluster).await.err()); // 401: unknown token
     let wrong = VpsieClient::new(
         client_config(base.clone()),
@@ -76,19 +62,9 @@ async fn secrets_never_appear_in_errors_debug_output_metrics_or_logs() {
     )
     .expect("client");
     errors.extend(wrong.groups(&h.cluster).await.err());
-    errors.extend(
-        h.cloud
-            .find_workers(&h.cluster, &WorkerQuery::default())
-            .await
-            .err(),
-    );
+    errors.extend(h.cloud.find_workers(&h.cluster, &WorkerQuery::default()).await.err());
     h.fault(json!({"endpoint": "cluster", "times": 3, "fault": {"kind": "drop_connection"}}));
-    errors.extend(
-        h.cloud
-            .find_workers(&h.cluster, &WorkerQuery::default())
-            .await
-            .err(),
-    );
+    errors.extend(h.cloud.find_workers(&h.cluster, &WorkerQuery::default()).await.err());
     assert!(errors.len() >= 6, "{errors:?}");
 
     let mut seen = String::new();
@@ -104,24 +80,11 @@ async fn secrets_never_appear_in_errors_debug_output_metrics_or_logs() {
     if let Some(reg) = h.registry.as_ref() {
         prometheus_client::encoding::text::encode(&mut seen, reg).expect("encodes");
     }
-    let logs = String::from_utf8_lossy(&capture.0.lock().map(|b| b.clone()).unwrap_or_default())
-        .into_owned();
-    assert!(
-        logs.contains("retrying VPSie call"),
-        "logs were captured: {logs}"
-    );
+    let logs = String::from_utf8_lossy(&capture.0.lock().map(|b| b.clone()).unwrap_or_default()).into_owned();
+    assert!(logs.contains("retrying VPSie call"), "logs were captured: {logs}");
     seen.push_str(&logs);
-    assert!(
-        seen.contains("[redacted]"),
-        "the echoed secrets were scrubbed: {seen}"
-    );
-    for secret in [
-        token,
-        CLIENT_ID,
-        CLIENT_SECRET,
-        "wrong-secret-5d8e2a",
-        "unknown-tok-31f0",
-    ] {
+    assert!(seen.contains("[redacted]"), "the echoed secrets were scrubbed: {seen}");
+    for secret in [token, CLIENT_ID, CLIENT_SECRET, "wrong-secret-5d8e2a", "unknown-tok-31f0"] {
         assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
     }
 }

@@ -39,30 +39,17 @@ pub fn find_new_worker(
     group: Option<u64>,
     hint: Option<&AddOutcome>,
 ) -> NewWorker {
-    let was_known = |w: &Worker| {
-        before
-            .iter()
-            .any(|b| b.identifier == w.identifier || b.hostname_matches(&w.hostname))
-    };
+    let was_known = |w: &Worker| before.iter().any(|b| b.identifier == w.identifier || b.hostname_matches(&w.hostname));
     let in_group = |w: &Worker| match (group, w.group_id) {
         (Some(g), Some(wg)) => g == wg,
         _ => true,
     };
     let hinted = |w: &Worker| match hint {
-        Some(AddOutcome {
-            identifier: Some(id),
-            ..
-        }) => &w.identifier == id,
-        Some(AddOutcome {
-            hostname: Some(h), ..
-        }) => w.hostname_matches(h),
+        Some(AddOutcome { identifier: Some(id), .. }) => &w.identifier == id,
+        Some(AddOutcome { hostname: Some(h), .. }) => w.hostname_matches(h),
         _ => true,
     };
-    let mut fresh: Vec<Worker> = after
-        .iter()
-        .filter(|w| !was_known(w) && in_group(w) && hinted(w))
-        .cloned()
-        .collect();
+    let mut fresh: Vec<Worker> = after.iter().filter(|w| !was_known(w) && in_group(w) && hinted(w)).cloned().collect();
     // A listing may repeat an entry; the same identifier twice is one worker.
     fresh.sort_by(|a, b| a.identifier.cmp(&b.identifier));
     fresh.dedup_by(|a, b| a.identifier == b.identifier);
@@ -95,9 +82,8 @@ where
     let created = create().await;
     let listed = provider.groups(cluster).await;
     match (created, listed) {
-        (Ok(()), Ok(groups)) => find_group(groups, offering, group_name)?.ok_or_else(|| {
-            CloudError::transient("group created but not listed yet; look again later")
-        }),
+        (Ok(()), Ok(groups)) => find_group(groups, offering, group_name)?
+            .ok_or_else(|| CloudError::transient("group created but not listed yet; look again later")),
         (Err(e), Ok(groups)) => find_group(groups, offering, group_name)?.ok_or(e),
         (Ok(()), Err(e)) => Err(e),
         (Err(e), Err(_)) => Err(e),
@@ -106,11 +92,7 @@ where
 
 /// The group named `name` (exact, then case-insensitive), checked to have the offering's
 /// size: a same-named group of another size is `Permanent`, never silently reused.
-pub fn find_group(
-    groups: Vec<CloudGroup>,
-    offering: &Offering,
-    name: &str,
-) -> Result<Option<CloudGroup>, CloudError> {
+pub fn find_group(groups: Vec<CloudGroup>, offering: &Offering, name: &str) -> Result<Option<CloudGroup>, CloudError> {
     let found = groups
         .iter()
         .find(|g| g.name == name)
@@ -119,10 +101,7 @@ pub fn find_group(
     match found {
         Some(g) if g.offering_id.is_some_and(|o| o != offering.id) => Err(CloudError::Permanent {
             status: None,
-            message: format!(
-                "group {name:?} exists with size {:?}, not {}",
-                g.offering_id, offering.id
-            ),
+            message: format!("group {name:?} exists with size {:?}, not {}", g.offering_id, offering.id),
         }),
         other => Ok(other),
     }
@@ -148,10 +127,7 @@ mod tests {
     #[test]
     fn no_change_means_not_yet() {
         let before = vec![w("a", "c-slave-0001", Some(1))];
-        assert_eq!(
-            find_new_worker(&before, &before, Some(1), None),
-            NewWorker::NotYet
-        );
+        assert_eq!(find_new_worker(&before, &before, Some(1), None), NewWorker::NotYet);
     }
 
     #[test]
@@ -159,10 +135,7 @@ mod tests {
         let before = vec![w("a", "c-slave-0001", Some(1))];
         let mut after = before.clone();
         after.push(w("b", "c-slave-0002", Some(1)));
-        assert_eq!(
-            find_new_worker(&before, &after, Some(1), None),
-            NewWorker::Found(w("b", "c-slave-0002", Some(1)))
-        );
+        assert_eq!(find_new_worker(&before, &after, Some(1), None), NewWorker::Found(w("b", "c-slave-0002", Some(1))));
     }
 
     #[test]
@@ -170,25 +143,16 @@ mod tests {
         let before = vec![w("a", "c-slave-0001", Some(1))];
         // Same worker, reported under a new identifier and upper-cased hostname.
         let after = vec![w("a2", "C-SLAVE-0001", Some(1))];
-        assert_eq!(
-            find_new_worker(&before, &after, Some(1), None),
-            NewWorker::NotYet
-        );
+        assert_eq!(find_new_worker(&before, &after, Some(1), None), NewWorker::NotYet);
     }
 
     #[test]
     fn workers_in_another_group_are_ignored_but_unknown_groups_count() {
         let before = vec![];
         let after = vec![w("x", "c-slave-0009", Some(2))];
-        assert_eq!(
-            find_new_worker(&before, &after, Some(1), None),
-            NewWorker::NotYet
-        );
+        assert_eq!(find_new_worker(&before, &after, Some(1), None), NewWorker::NotYet);
         let after = vec![w("y", "c-slave-000a", None)];
-        assert!(matches!(
-            find_new_worker(&before, &after, Some(1), None),
-            NewWorker::Found(_)
-        ));
+        assert!(matches!(find_new_worker(&before, &after, Some(1), None), NewWorker::Found(_)));
     }
 
     #[test]
@@ -203,30 +167,15 @@ mod tests {
     #[test]
     fn a_hint_from_the_add_answer_disambiguates() {
         let after = vec![w("x", "h1", Some(1)), w("y", "H2", Some(1))];
-        let by_id = AddOutcome {
-            identifier: Some("x".into()),
-            hostname: None,
-        };
-        assert_eq!(
-            find_new_worker(&[], &after, Some(1), Some(&by_id)),
-            NewWorker::Found(w("x", "h1", Some(1)))
-        );
-        let by_host = AddOutcome {
-            identifier: None,
-            hostname: Some("h2".into()),
-        };
-        assert_eq!(
-            find_new_worker(&[], &after, Some(1), Some(&by_host)),
-            NewWorker::Found(w("y", "H2", Some(1)))
-        );
+        let by_id = AddOutcome { identifier: Some("x".into()), hostname: None };
+        assert_eq!(find_new_worker(&[], &after, Some(1), Some(&by_id)), NewWorker::Found(w("x", "h1", Some(1))));
+        let by_host = AddOutcome { identifier: None, hostname: Some("h2".into()) };
+        assert_eq!(find_new_worker(&[], &after, Some(1), Some(&by_host)), NewWorker::Found(w("y", "H2", Some(1))));
     }
 
     #[test]
     fn a_duplicated_entry_in_the_listing_is_one_worker() {
         let after = vec![w("x", "h1", Some(1)), w("x", "h1", Some(1))];
-        assert!(matches!(
-            find_new_worker(&[], &after, Some(1), None),
-            NewWorker::Found(_)
-        ));
+        assert!(matches!(find_new_worker(&[], &after, Some(1), None), NewWorker::Found(_)));
     }
 }

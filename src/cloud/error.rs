@@ -23,16 +23,10 @@ pub enum CloudError {
     /// Might work later: 5xx, timeouts, connection failures, unreadable answers.
     /// For a create, the outcome is unknown: list before deciding anything.
     #[error("transient failure{}: {message}", fmt_status(*.status))]
-    Transient {
-        status: Option<u16>,
-        message: String,
-    },
+    Transient { status: Option<u16>, message: String },
     /// The request is wrong or refused for good.
     #[error("permanent failure{}: {message}", fmt_status(*.status))]
-    Permanent {
-        status: Option<u16>,
-        message: String,
-    },
+    Permanent { status: Option<u16>, message: String },
     /// Our own circuit breaker is open; no request was sent.
     #[error("circuit breaker open (retry after {retry_after:?})")]
     CircuitOpen { retry_after: Duration },
@@ -59,10 +53,7 @@ impl CloudError {
     /// Whether trying again later could succeed. (A caller must still never repeat a
     /// create without first listing: see `CloudProvider::add_worker`.)
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::Transient { .. } | Self::CircuitOpen { .. }
-        )
+        matches!(self, Self::RateLimited { .. } | Self::Transient { .. } | Self::CircuitOpen { .. })
     }
 
     /// How long the API (or the breaker) asked us to wait, if it said.
@@ -79,17 +70,11 @@ impl CloudError {
     }
 
     pub(crate) fn transient(message: impl Into<String>) -> Self {
-        Self::Transient {
-            status: None,
-            message: message.into(),
-        }
+        Self::Transient { status: None, message: message.into() }
     }
 
     pub(crate) fn permanent(message: impl Into<String>) -> Self {
-        Self::Permanent {
-            status: None,
-            message: message.into(),
-        }
+        Self::Permanent { status: None, message: message.into() }
     }
 }
 
@@ -102,12 +87,7 @@ mod tests {
         let m = || "x".to_string();
         assert!(CloudError::RateLimited { retry_after: None }.is_retryable());
         assert!(CloudError::transient("t").is_retryable());
-        assert!(
-            CloudError::CircuitOpen {
-                retry_after: Duration::from_secs(1)
-            }
-            .is_retryable()
-        );
+        assert!(CloudError::CircuitOpen { retry_after: Duration::from_secs(1) }.is_retryable());
         assert!(!CloudError::NotFound { message: m() }.is_retryable());
         assert!(!CloudError::QuotaExceeded { message: m() }.is_retryable());
         assert!(!CloudError::Unauthorized { message: m() }.is_retryable());
@@ -116,10 +96,7 @@ mod tests {
 
     #[test]
     fn display_names_the_status_when_known() {
-        let e = CloudError::Transient {
-            status: Some(503),
-            message: "busy".into(),
-        };
+        let e = CloudError::Transient { status: Some(503), message: "busy".into() };
         assert_eq!(e.to_string(), "transient failure (HTTP 503): busy");
         assert_eq!(e.kind(), "transient");
     }

@@ -14,9 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::vpsie::routes;
-use super::{
-    AddOutcome, BreakerState, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery,
-};
+use super::{AddOutcome, BreakerState, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -97,23 +95,13 @@ impl<P: CloudProvider> Metered<P> {
         let (endpoint, method) = (route.0.to_string(), route.1.to_string());
         self.metrics
             .duration
-            .get_or_create(&RouteLabels {
-                endpoint: endpoint.clone(),
-                method: method.clone(),
-            })
+            .get_or_create(&RouteLabels { endpoint: endpoint.clone(), method: method.clone() })
             .observe(start.elapsed().as_secs_f64());
         let code = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                method,
-                code: code.to_string(),
-            })
-            .inc();
+        self.metrics.requests.get_or_create(&RequestLabels { endpoint, method, code: code.to_string() }).inc();
         self.update_breaker();
         result
     }
@@ -122,13 +110,11 @@ impl<P: CloudProvider> Metered<P> {
 #[async_trait]
 impl<P: CloudProvider> CloudProvider for Metered<P> {
     async fn offerings(&self, datacenter: &str) -> Result<Vec<Offering>, CloudError> {
-        self.observe(routes::OFFERINGS, self.inner.offerings(datacenter))
-            .await
+        self.observe(routes::OFFERINGS, self.inner.offerings(datacenter)).await
     }
 
     async fn groups(&self, cluster: &str) -> Result<Vec<CloudGroup>, CloudError> {
-        self.observe(routes::GROUPS, self.inner.groups(cluster))
-            .await
+        self.observe(routes::GROUPS, self.inner.groups(cluster)).await
     }
 
     async fn ensure_group(
@@ -137,43 +123,27 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
         offering: &Offering,
         group_name: &str,
     ) -> Result<CloudGroup, CloudError> {
-        self.observe(
-            routes::CREATE_GROUP,
-            self.inner.ensure_group(cluster, offering, group_name),
-        )
-        .await
+        self.observe(routes::CREATE_GROUP, self.inner.ensure_group(cluster, offering, group_name)).await
     }
 
     async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError> {
-        self.observe(routes::CLUSTER, self.inner.list_workers(cluster, group))
-            .await
+        self.observe(routes::CLUSTER, self.inner.list_workers(cluster, group)).await
     }
 
-    async fn find_workers(
-        &self,
-        cluster: &str,
-        query: &WorkerQuery,
-    ) -> Result<Vec<Worker>, CloudError> {
-        self.observe(routes::CLUSTER, self.inner.find_workers(cluster, query))
-            .await
+    async fn find_workers(&self, cluster: &str, query: &WorkerQuery) -> Result<Vec<Worker>, CloudError> {
+        self.observe(routes::CLUSTER, self.inner.find_workers(cluster, query)).await
     }
 
     async fn get_worker(&self, cluster: &str, identifier: &str) -> Result<Worker, CloudError> {
-        self.observe(routes::CLUSTER, self.inner.get_worker(cluster, identifier))
-            .await
+        self.observe(routes::CLUSTER, self.inner.get_worker(cluster, identifier)).await
     }
 
     async fn add_worker(&self, cluster: &str, group: u64) -> Result<AddOutcome, CloudError> {
-        self.observe(routes::ADD_WORKER, self.inner.add_worker(cluster, group))
-            .await
+        self.observe(routes::ADD_WORKER, self.inner.add_worker(cluster, group)).await
     }
 
     async fn delete_worker(&self, cluster: &str, identifier: &str) -> Result<(), CloudError> {
-        self.observe(
-            routes::DELETE_WORKER,
-            self.inner.delete_worker(cluster, identifier),
-        )
-        .await
+        self.observe(routes::DELETE_WORKER, self.inner.delete_worker(cluster, identifier)).await
     }
 
     fn breaker_state(&self) -> Option<BreakerState> {

@@ -18,10 +18,7 @@ use async_trait::async_trait;
 
 pub use discovery::{NewWorker, find_new_worker};
 pub use error::CloudError;
-pub use types::{
-    AddOutcome, BreakerState, CloudGroup, HOURS_PER_MONTH, Offering, Worker, WorkerQuery,
-    WorkerState,
-};
+pub use types::{AddOutcome, BreakerState, CloudGroup, HOURS_PER_MONTH, Offering, Worker, WorkerQuery, WorkerState};
 
 /// A VPSie-like cloud that runs managed-Kubernetes workers in node groups.
 ///
@@ -54,20 +51,13 @@ pub trait CloudProvider: Send + Sync {
     /// The workers of one group (masters excluded). Workers whose group the API does not
     /// report are left out; use [`CloudProvider::find_workers`] for the whole cluster.
     async fn list_workers(&self, cluster: &str, group: u64) -> Result<Vec<Worker>, CloudError> {
-        let query = WorkerQuery {
-            group_id: Some(group),
-            ..WorkerQuery::default()
-        };
+        let query = WorkerQuery { group_id: Some(group), ..WorkerQuery::default() };
         self.find_workers(cluster, &query).await
     }
 
     /// The cluster's workers (masters excluded) that match `query`; an empty query lists
     /// them all. This is the listing to snapshot before an add (see [`discovery`]).
-    async fn find_workers(
-        &self,
-        cluster: &str,
-        query: &WorkerQuery,
-    ) -> Result<Vec<Worker>, CloudError>;
+    async fn find_workers(&self, cluster: &str, query: &WorkerQuery) -> Result<Vec<Worker>, CloudError>;
 
     /// One worker by identifier; `NotFound` if the cluster does not list it (any more).
     async fn get_worker(&self, cluster: &str, identifier: &str) -> Result<Worker, CloudError> {
@@ -75,9 +65,7 @@ pub trait CloudProvider: Send + Sync {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| CloudError::NotFound {
-                message: "worker not listed in cluster".into(),
-            })
+            .ok_or_else(|| CloudError::NotFound { message: "worker not listed in cluster".into() })
     }
 
     /// Asks for one more worker in `group`. Sent exactly once, never retried by the

@@ -67,9 +67,7 @@ impl WorkerState {
     /// failing, because the real status vocabulary is undocumented.
     pub fn from_api(status: &str) -> Self {
         match status.trim().to_ascii_lowercase().as_str() {
-            "accepted" | "pending" | "provisioning" | "creating" | "building" | "queued" => {
-                Self::Provisioning
-            }
+            "accepted" | "pending" | "provisioning" | "creating" | "building" | "queued" => Self::Provisioning,
             "running" | "active" | "started" | "running_not_joined" => Self::Running,
             "joined" | "ready" | "joined_ready" => Self::Ready,
             "deleting" | "terminating" | "removing" | "destroying" => Self::Deleting,
@@ -133,25 +131,20 @@ pub struct WorkerQuery {
 
 impl WorkerQuery {
     pub fn hostname(hostname: impl Into<String>) -> Self {
-        Self {
-            hostname: Some(hostname.into()),
-            ..Self::default()
-        }
+        Self { hostname: Some(hostname.into()), ..Self::default() }
     }
 
     pub fn identifier(identifier: impl Into<String>) -> Self {
-        Self {
-            identifier: Some(identifier.into()),
-            ..Self::default()
-        }
+        Self { identifier: Some(identifier.into()), ..Self::default() }
     }
 
     pub fn matches(&self, w: &Worker) -> bool {
         self.identifier.as_ref().is_none_or(|i| &w.identifier == i)
             && self.hostname.as_ref().is_none_or(|h| w.hostname_matches(h))
-            && self.ip.as_ref().is_none_or(|ip| {
-                w.ip.as_deref() == Some(ip.as_str()) || w.private_ip.as_deref() == Some(ip.as_str())
-            })
+            && self
+                .ip
+                .as_ref()
+                .is_none_or(|ip| w.ip.as_deref() == Some(ip.as_str()) || w.private_ip.as_deref() == Some(ip.as_str()))
             && self.group_id.is_none_or(|g| w.group_id == Some(g))
     }
 }
@@ -199,21 +192,8 @@ mod tests {
             created: None,
         };
         assert!(WorkerQuery::hostname("hel-k8s-slave-00AB").matches(&w));
-        assert!(
-            WorkerQuery {
-                ip: Some("10.0.0.4".into()),
-                group_id: Some(7),
-                ..Default::default()
-            }
-            .matches(&w)
-        );
-        assert!(
-            !WorkerQuery {
-                group_id: Some(8),
-                ..Default::default()
-            }
-            .matches(&w)
-        );
+        assert!(WorkerQuery { ip: Some("10.0.0.4".into()), group_id: Some(7), ..Default::default() }.matches(&w));
+        assert!(!WorkerQuery { group_id: Some(8), ..Default::default() }.matches(&w));
         assert!(WorkerQuery::default().matches(&w));
     }
 }

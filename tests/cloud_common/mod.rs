@@ -38,11 +38,10 @@ pub struct Harness {
 
 pub fn sim_config() -> SimConfig {
     let mut cfg = SimConfig::fast(TIME_SCALE);
-    cfg.clients
-        .push(vpsie_autoscaler::cloud::sim::config::ClientCredential {
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-        });
+    cfg.clients.push(vpsie_autoscaler::cloud::sim::config::ClientCredential {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+    });
     cfg
 }
 
@@ -56,11 +55,7 @@ pub fn client_config(base: String) -> VpsieConfig {
             jitter: 0.2,
             max_retry_after: Duration::from_millis(300),
         },
-        breaker: BreakerConfig {
-            failure_threshold: 5,
-            open_for: Duration::from_millis(300),
-            close_after: 1,
-        },
+        breaker: BreakerConfig { failure_threshold: 5, open_for: Duration::from_millis(300), close_after: 1 },
         ..VpsieConfig::for_simulator(base)
     }
 }
@@ -74,9 +69,7 @@ impl Harness {
         let (sim, server) = match kind {
             Kind::InProc => (Sim::new(cfg), None),
             Kind::Http | Kind::Metered => {
-                let s = LoopbackSim::start(cfg, None)
-                    .await
-                    .expect("loopback simulator starts");
+                let s = LoopbackSim::start(cfg, None).await.expect("loopback simulator starts");
                 (s.sim.clone(), Some(s))
             }
         };
@@ -100,14 +93,7 @@ impl Harness {
             (None, _) => Arc::new(SimCloud::new(sim.clone()).with_timeout(TIMEOUT)),
         };
         let cluster = sim.lock().world.clusters[0].identifier.clone();
-        Self {
-            kind,
-            sim,
-            cloud,
-            registry,
-            server,
-            cluster,
-        }
+        Self { kind, sim, cloud, registry, server, cluster }
     }
 
     pub fn fault(&self, rule: serde_json::Value) -> FaultRule {
@@ -120,23 +106,15 @@ impl Harness {
     }
 
     pub async fn group(&self, name: &str, plan: u64) -> CloudGroup {
-        self.cloud
-            .ensure_group(&self.cluster, &self.offering(plan), name)
-            .await
-            .expect("group ensured")
+        self.cloud.ensure_group(&self.cluster, &self.offering(plan), name).await.expect("group ensured")
     }
 
     pub async fn workers(&self) -> Vec<Worker> {
-        self.cloud
-            .find_workers(&self.cluster, &WorkerQuery::default())
-            .await
-            .expect("workers listed")
+        self.cloud.find_workers(&self.cluster, &WorkerQuery::default()).await.expect("workers listed")
     }
 
     pub async fn workers_or_err(&self) -> Result<Vec<Worker>, vpsie_autoscaler::cloud::CloudError> {
-        self.cloud
-            .find_workers(&self.cluster, &WorkerQuery::default())
-            .await
+        self.cloud.find_workers(&self.cluster, &WorkerQuery::default()).await
     }
 
     /// Waits until the cluster no longer lists the worker.
@@ -152,11 +130,7 @@ impl Harness {
     }
 
     pub async fn state_of(&self, identifier: &str) -> vpsie_autoscaler::cloud::WorkerState {
-        self.cloud
-            .get_worker(&self.cluster, identifier)
-            .await
-            .expect("worker listed")
-            .state
+        self.cloud.get_worker(&self.cluster, identifier).await.expect("worker listed").state
     }
 
     /// Waits out a breaker opened by a previous step (open_for is 300 ms in tests).
@@ -168,11 +142,7 @@ impl Harness {
 
     /// Count of add requests the simulator saw.
     pub fn add_requests(&self) -> usize {
-        self.sim
-            .requests()
-            .iter()
-            .filter(|r| r.endpoint == "add_worker")
-            .count()
+        self.sim.requests().iter().filter(|r| r.endpoint == "add_worker").count()
     }
 
     /// Number of workers the simulator ever created.
@@ -184,21 +154,13 @@ impl Harness {
     pub async fn add_and_discover(&self, group: u64) -> Worker {
         use vpsie_autoscaler::cloud::{NewWorker, find_new_worker};
         let before = self.workers().await;
-        let outcome = self
-            .cloud
-            .add_worker(&self.cluster, group)
-            .await
-            .expect("add accepted");
-        eventually(
-            "the new worker is listed",
-            Duration::from_secs(5),
-            || async {
-                match find_new_worker(&before, &self.workers().await, Some(group), Some(&outcome)) {
-                    NewWorker::Found(w) => Some(w),
-                    _ => None,
-                }
-            },
-        )
+        let outcome = self.cloud.add_worker(&self.cluster, group).await.expect("add accepted");
+        eventually("the new worker is listed", Duration::from_secs(5), || async {
+            match find_new_worker(&before, &self.workers().await, Some(group), Some(&outcome)) {
+                NewWorker::Found(w) => Some(w),
+                _ => None,
+            }
+        })
         .await
     }
 }

@@ -20,10 +20,7 @@ pub fn router() -> Router<Arc<Sim>> {
     Router::new()
         .route("/_sim/healthz", get(|| async { "ok" }))
         .route("/_sim/state", get(state))
-        .route(
-            "/_sim/faults",
-            get(list_faults).post(add_fault).delete(clear_faults),
-        )
+        .route("/_sim/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/_sim/faults/{id}", put(replace_fault).delete(remove_fault))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/events", get(events))
@@ -78,11 +75,7 @@ async fn clear_faults(State(sim): State<Arc<Sim>>) -> StatusCode {
 }
 
 /// Replaces a rule (its counters restart), keeping its id.
-async fn replace_fault(
-    State(sim): State<Arc<Sim>>,
-    Path(id): Path<u64>,
-    body: axum::body::Bytes,
-) -> Response {
+async fn replace_fault(State(sim): State<Arc<Sim>>, Path(id): Path<u64>, body: axum::body::Bytes) -> Response {
     let rule: FaultRule = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(&format!("invalid fault rule: {e}")),
@@ -95,11 +88,7 @@ async fn replace_fault(
 }
 
 async fn remove_fault(State(sim): State<Arc<Sim>>, Path(id): Path<u64>) -> StatusCode {
-    if sim.remove_fault(id) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    }
+    if sim.remove_fault(id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
 }
 
 async fn requests(State(sim): State<Arc<Sim>>) -> Json<Value> {

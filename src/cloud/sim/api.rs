@@ -24,16 +24,9 @@ pub struct Params {
 
 /// Maps a request to an endpoint name (see `faults::ENDPOINTS`).
 pub fn route(method: &Method, path: &str) -> Option<(&'static str, Params)> {
-    let segs: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(percent_decode)
-        .collect();
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let cluster = |id: &str| Params {
-        cluster: Some(id.to_string()),
-        group: None,
-    };
+    let cluster = |id: &str| Params { cluster: Some(id.to_string()), group: None };
     let m = method.as_str();
     let r = match (m, s.as_slice()) {
         ("POST", ["apps", "v2", "auth", "from", "api"])
@@ -46,72 +39,18 @@ pub fn route(method: &Method, path: &str) -> Option<(&'static str, Params)> {
         ("GET", ["apps", "v2", "projects"]) => ("projects", Params::default()),
         ("GET", ["apps", "v2", "k8s", "cluster", "all"]) => ("clusters", Params::default()),
         ("GET", ["apps", "v2", "k8s", "cluster", "byId", id]) => ("cluster", cluster(id)),
-        ("GET", ["apps", "v2", "k8s", "node", "groups", "byClusterId", id]) => {
-            ("groups", cluster(id))
+        ("GET", ["apps", "v2", "k8s", "node", "groups", "byClusterId", id]) => ("groups", cluster(id)),
+        ("POST", ["apps", "v2", "k8s", "cluster", "add", "group"]) => ("add_group", Params::default()),
+        ("DELETE", ["apps", "v2", "k8s", "cluster", "delete", "group", gid]) => {
+            ("delete_group", Params { cluster: None, group: Some(gid.parse().ok()?) })
         }
-        ("POST", ["apps", "v2", "k8s", "cluster", "add", "group"]) => {
-            ("add_group", Params::default())
+        ("POST", ["apps", "v2", "k8s", "cluster", "byId", id, "add", "slave", "group", gid]) => {
+            ("add_worker", Params { cluster: Some(id.to_string()), group: Some(gid.parse().ok()?) })
         }
-        ("DELETE", ["apps", "v2", "k8s", "cluster", "delete", "group", gid]) => (
-            "delete_group",
-            Params {
-                cluster: None,
-                group: Some(gid.parse().ok()?),
-            },
-        ),
-        (
-            "POST",
-            [
-                "apps",
-                "v2",
-                "k8s",
-                "cluster",
-                "byId",
-                id,
-                "add",
-                "slave",
-                "group",
-                gid,
-            ],
-        ) => (
-            "add_worker",
-            Params {
-                cluster: Some(id.to_string()),
-                group: Some(gid.parse().ok()?),
-            },
-        ),
-        ("POST", ["apps", "v2", "k8s", "cluster", "byId", id, "add", "slave"]) => {
-            ("add_worker_default", cluster(id))
-        }
-        (
-            "DELETE",
-            [
-                "apps",
-                "v2",
-                "k8s",
-                "cluster",
-                "byId",
-                id,
-                "reduce",
-                "slave",
-            ],
-        ) => ("reduce_worker", cluster(id)),
-        ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "reduce"]) => {
-            ("reduce", cluster(id))
-        }
-        (
-            "DELETE",
-            [
-                "apps",
-                "v2",
-                "k8s",
-                "cluster",
-                "byId",
-                id,
-                "delete",
-                "slave",
-            ],
-        ) => ("delete_worker", cluster(id)),
+        ("POST", ["apps", "v2", "k8s", "cluster", "byId", id, "add", "slave"]) => ("add_worker_default", cluster(id)),
+        ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "reduce", "slave"]) => ("reduce_worker", cluster(id)),
+        ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "reduce"]) => ("reduce", cluster(id)),
+        ("DELETE", ["apps", "v2", "k8s", "cluster", "byId", id, "delete", "slave"]) => ("delete_worker", cluster(id)),
         _ => return None,
     };
     Some(r)
@@ -127,19 +66,9 @@ pub async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let Some((endpoint, params)) = route(&method, &path) else {
-        return render_error(
-            404,
-            BodyStyle::Enveloped,
-            "Route not found",
-            RetryAfter::None,
-        );
+        return render_error(404, BodyStyle::Enveloped, "Route not found", RetryAfter::None);
     };
-    let key = RequestKey {
-        endpoint,
-        method: method.as_str(),
-        cluster: params.cluster.as_deref(),
-        group: params.group,
-    };
+    let key = RequestKey { endpoint, method: method.as_str(), cluster: params.cluster.as_deref(), group: params.group };
     let fx = sim.admit(&key);
     let delay = fx.delay();
     if !delay.is_zero() {
@@ -155,12 +84,7 @@ pub async fn handle(
             tokio::time::sleep(d).await;
             return render_error(504, BodyStyle::Html, "Gateway Timeout", RetryAfter::None);
         }
-        Some(Reject::Respond {
-            status,
-            style,
-            message,
-            retry_after,
-        }) => {
+        Some(Reject::Respond { status, style, message, retry_after }) => {
             sim.log(&key, &path, status, &fx);
             return render_error(status, style, &message, retry_after);
         }
@@ -177,18 +101,11 @@ pub async fn handle(
     let response = match result {
         Ok(v) => {
             let mut r = axum::Json(v).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
         Err(e) => {
-            let style = if e.in_200 {
-                BodyStyle::Error200
-            } else {
-                BodyStyle::Enveloped
-            };
+            let style = if e.in_200 { BodyStyle::Error200 } else { BodyStyle::Enveloped };
             render_error(e.status, style, &e.message, RetryAfter::None)
         }
     };
@@ -198,9 +115,9 @@ pub async fn handle(
 
 fn token_of(headers: &HeaderMap) -> Option<String> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    get("vpsie-auth").map(str::to_string).or_else(|| {
-        get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
-    })
+    get("vpsie-auth")
+        .map(str::to_string)
+        .or_else(|| get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string)))
 }
 
 fn auth(sim: &Sim, args: &Map<String, Value>) -> Result<Value, SimError> {
@@ -236,25 +153,18 @@ pub fn error_parts(
         RetryAfter::Seconds { secs } => Some(secs.to_string()),
         RetryAfter::HttpDate { secs } => {
             let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs as i64);
-            jiff::fmt::rfc2822::DateTimePrinter::new()
-                .timestamp_to_rfc9110_string(&at)
-                .ok()
+            jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&at).ok()
         }
     };
-    let envelope = || {
-        serde_json::to_vec(&json!({"error": true, "code": status, "message": message}))
-            .unwrap_or_default()
-    };
+    let envelope =
+        || serde_json::to_vec(&json!({"error": true, "code": status, "message": message})).unwrap_or_default();
     let (http, body) = match style {
         BodyStyle::Enveloped => (status, envelope()),
         BodyStyle::Error200 => (200, envelope()),
         BodyStyle::Empty => (status, Vec::new()),
         BodyStyle::Html => (
             status,
-            format!(
-                "<html><head><title>{status}</title></head><body><h1>{message}</h1></body></html>"
-            )
-            .into_bytes(),
+            format!("<html><head><title>{status}</title></head><body><h1>{message}</h1></body></html>").into_bytes(),
         ),
     };
     (http, retry, body)
@@ -268,8 +178,7 @@ fn render_error(status: u16, style: BodyStyle, message: &str, ra: RetryAfter) ->
         BodyStyle::Html => "text/html",
         _ => "application/json",
     };
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if let Some(v) = retry.and_then(|v| HeaderValue::from_str(&v).ok()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -299,10 +208,7 @@ pub fn body_map(body: &[u8]) -> Map<String, Value> {
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (
-                percent_decode(&k.replace('+', " ")),
-                Value::String(percent_decode(&v.replace('+', " "))),
-            )
+            (percent_decode(&k.replace('+', " ")), Value::String(percent_decode(&v.replace('+', " "))))
         })
         .collect()
 }
@@ -334,23 +240,11 @@ mod tests {
 
     #[test]
     fn routes_cover_the_k8s_paths_and_reject_others() {
-        let r = route(
-            &Method::POST,
-            "/apps/v2/k8s/cluster/byId/abc/add/slave/group/7",
-        );
-        assert!(matches!(
-            r,
-            Some(("add_worker", Params { group: Some(7), .. }))
-        ));
+        let r = route(&Method::POST, "/apps/v2/k8s/cluster/byId/abc/add/slave/group/7");
+        assert!(matches!(r, Some(("add_worker", Params { group: Some(7), .. }))));
         assert!(route(&Method::GET, "/apps/v2/k8s/cluster/byId/abc").is_some());
         assert!(route(&Method::POST, "/auth/from/api").is_some());
-        assert!(
-            route(
-                &Method::GET,
-                "/apps/v2/k8s/cluster/byId/abc/add/slave/group/x"
-            )
-            .is_none()
-        );
+        assert!(route(&Method::GET, "/apps/v2/k8s/cluster/byId/abc/add/slave/group/x").is_none());
         assert!(route(&Method::GET, "/nope").is_none());
     }
 

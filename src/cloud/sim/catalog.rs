@@ -34,32 +34,14 @@ pub struct Plan {
 }
 
 pub const DATACENTERS: &[Datacenter] = &[
-    Datacenter {
-        identifier: "3c0e2d1a-5b7f-11ee-8c99-0242ac120001",
-        dc_name: "Helsinki",
-        country: "FI",
-    },
-    Datacenter {
-        identifier: "3c0e2d1a-5b7f-11ee-8c99-0242ac120002",
-        dc_name: "Toronto",
-        country: "CA",
-    },
-    Datacenter {
-        identifier: "3c0e2d1a-5b7f-11ee-8c99-0242ac120003",
-        dc_name: "Frankfurt",
-        country: "DE",
-    },
+    Datacenter { identifier: "3c0e2d1a-5b7f-11ee-8c99-0242ac120001", dc_name: "Helsinki", country: "FI" },
+    Datacenter { identifier: "3c0e2d1a-5b7f-11ee-8c99-0242ac120002", dc_name: "Toronto", country: "CA" },
+    Datacenter { identifier: "3c0e2d1a-5b7f-11ee-8c99-0242ac120003", dc_name: "Frankfurt", country: "DE" },
 ];
 
 pub const CATEGORIES: &[Category] = &[
-    Category {
-        identifier: "7a3f0b42-5b80-11ee-8c99-0242ac120001",
-        name: "Shared CPU",
-    },
-    Category {
-        identifier: "7a3f0b42-5b80-11ee-8c99-0242ac120002",
-        name: "Compute Optimized",
-    },
+    Category { identifier: "7a3f0b42-5b80-11ee-8c99-0242ac120001", name: "Shared CPU" },
+    Category { identifier: "7a3f0b42-5b80-11ee-8c99-0242ac120002", name: "Compute Optimized" },
 ];
 
 const SHARED: &str = "7a3f0b42-5b80-11ee-8c99-0242ac120001";
@@ -87,70 +69,14 @@ const fn plan(
 }
 
 pub const PLANS: &[Plan] = &[
-    plan(
-        1,
-        "b1a0c3d4-0001-4e5f-8a9b-000000000001",
-        "s-1vcpu-2gb",
-        SHARED,
-        (1, 2048, 40),
-        12,
-    ),
-    plan(
-        2,
-        "b1a0c3d4-0002-4e5f-8a9b-000000000002",
-        "s-2vcpu-4gb",
-        SHARED,
-        (2, 4096, 80),
-        24,
-    ),
-    plan(
-        3,
-        "b1a0c3d4-0003-4e5f-8a9b-000000000003",
-        "s-4vcpu-8gb",
-        SHARED,
-        (4, 8192, 160),
-        48,
-    ),
-    plan(
-        4,
-        "b1a0c3d4-0004-4e5f-8a9b-000000000004",
-        "s-8vcpu-16gb",
-        SHARED,
-        (8, 16384, 320),
-        96,
-    ),
-    plan(
-        5,
-        "b1a0c3d4-0005-4e5f-8a9b-000000000005",
-        "c-2vcpu-4gb",
-        COMPUTE,
-        (2, 4096, 50),
-        30,
-    ),
-    plan(
-        6,
-        "b1a0c3d4-0006-4e5f-8a9b-000000000006",
-        "c-4vcpu-8gb",
-        COMPUTE,
-        (4, 8192, 100),
-        60,
-    ),
-    plan(
-        7,
-        "b1a0c3d4-0007-4e5f-8a9b-000000000007",
-        "c-8vcpu-16gb",
-        COMPUTE,
-        (8, 16384, 200),
-        110,
-    ),
-    plan(
-        8,
-        "b1a0c3d4-0008-4e5f-8a9b-000000000008",
-        "c-16vcpu-32gb",
-        COMPUTE,
-        (16, 32768, 400),
-        220,
-    ),
+    plan(1, "b1a0c3d4-0001-4e5f-8a9b-000000000001", "s-1vcpu-2gb", SHARED, (1, 2048, 40), 12),
+    plan(2, "b1a0c3d4-0002-4e5f-8a9b-000000000002", "s-2vcpu-4gb", SHARED, (2, 4096, 80), 24),
+    plan(3, "b1a0c3d4-0003-4e5f-8a9b-000000000003", "s-4vcpu-8gb", SHARED, (4, 8192, 160), 48),
+    plan(4, "b1a0c3d4-0004-4e5f-8a9b-000000000004", "s-8vcpu-16gb", SHARED, (8, 16384, 320), 96),
+    plan(5, "b1a0c3d4-0005-4e5f-8a9b-000000000005", "c-2vcpu-4gb", COMPUTE, (2, 4096, 50), 30),
+    plan(6, "b1a0c3d4-0006-4e5f-8a9b-000000000006", "c-4vcpu-8gb", COMPUTE, (4, 8192, 100), 60),
+    plan(7, "b1a0c3d4-0007-4e5f-8a9b-000000000007", "c-8vcpu-16gb", COMPUTE, (8, 16384, 200), 110),
+    plan(8, "b1a0c3d4-0008-4e5f-8a9b-000000000008", "c-16vcpu-32gb", COMPUTE, (16, 32768, 400), 220),
 ];
 
 pub fn plan_by_id(id: u64) -> Option<&'static Plan> {
@@ -158,9 +84,7 @@ pub fn plan_by_id(id: u64) -> Option<&'static Plan> {
 }
 
 pub fn datacenter(identifier: &str) -> Option<&'static Datacenter> {
-    DATACENTERS
-        .iter()
-        .find(|d| d.identifier == identifier || d.dc_name.eq_ignore_ascii_case(identifier))
+    DATACENTERS.iter().find(|d| d.identifier == identifier || d.dc_name.eq_ignore_ascii_case(identifier))
 }
 
 impl Plan {

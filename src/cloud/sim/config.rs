@@ -172,10 +172,7 @@ impl Default for SimConfig {
             seed: 1,
             settings: Settings::default(),
             api_keys: vec!["sim-token".into()],
-            clients: vec![ClientCredential {
-                client_id: "sim-client".into(),
-                client_secret: "sim-secret".into(),
-            }],
+            clients: vec![ClientCredential { client_id: "sim-client".into(), client_secret: "sim-secret".into() }],
             clusters: vec![ClusterSeed {
                 name: "sim-k8s-1a2b".into(),
                 identifier: None,

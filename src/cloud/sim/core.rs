@@ -91,9 +91,7 @@ impl Sim {
             .workers
             .iter()
             .filter(|w| w.registered)
-            .map(|w| Hook::Gone {
-                hostname: w.hostname.clone(),
-            })
+            .map(|w| Hook::Gone { hostname: w.hostname.clone() })
             .collect();
         g.world = World::new(cfg);
         g.world.hooks.splice(0..0, gone);
@@ -214,21 +212,13 @@ impl Sim {
             return false;
         };
         let g = self.lock();
-        g.world.cfg.api_keys.iter().any(|k| k == t)
-            || g.tokens
-                .get(t)
-                .is_some_and(|exp| *exp > jiff::Timestamp::now())
+        g.world.cfg.api_keys.iter().any(|k| k == t) || g.tokens.get(t).is_some_and(|exp| *exp > jiff::Timestamp::now())
     }
 
     /// The client-credentials exchange: a new token and its expiry, if the pair is known.
     pub fn exchange(&self, id: &str, secret: &str) -> Option<(String, jiff::Timestamp)> {
         let mut g = self.lock();
-        let known = g
-            .world
-            .cfg
-            .clients
-            .iter()
-            .any(|c| c.client_id == id && c.client_secret == secret);
+        let known = g.world.cfg.clients.iter().any(|c| c.client_id == id && c.client_secret == secret);
         if !known {
             return None;
         }
@@ -254,10 +244,7 @@ impl Sim {
     /// The cluster's live node groups with their `nodes_count`, and the cluster itself.
     pub fn groups(&self, cluster: &str) -> Result<(Cluster, Vec<(Group, u32)>), SimError> {
         let g = self.lock();
-        let ci = g
-            .world
-            .cluster_index(cluster)
-            .ok_or_else(SimError::no_cluster)?;
+        let ci = g.world.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
         let c = g.world.clusters[ci].clone();
         let at = g.world.cfg.settings.count_at;
         let rows = c
@@ -272,13 +259,7 @@ impl Sim {
         Ok((c, rows))
     }
 
-    pub fn add_group(
-        &self,
-        cluster: &str,
-        name: &str,
-        plan: u64,
-        fx: &Effects,
-    ) -> Result<(), SimError> {
+    pub fn add_group(&self, cluster: &str, name: &str, plan: u64, fx: &Effects) -> Result<(), SimError> {
         let mut g = self.lock();
         check_quota(&g.world, cluster, fx)?;
         g.world.create_group(cluster, name, plan)?;
@@ -295,25 +276,13 @@ impl Sim {
     /// The cluster's listed workers (masters excluded), as shown to clients.
     pub fn nodes(&self, cluster: &str, fx: &Effects) -> Result<Vec<NodeView>, SimError> {
         let g = self.lock();
-        let ci = g
-            .world
-            .cluster_index(cluster)
-            .ok_or_else(SimError::no_cluster)?;
+        let ci = g.world.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
         let cid = g.world.clusters[ci].identifier.clone();
         let case = hostname_case(fx);
-        Ok(g.world
-            .listed_workers(&cid)
-            .into_iter()
-            .map(|w| view(w, case))
-            .collect())
+        Ok(g.world.listed_workers(&cid).into_iter().map(|w| view(w, case)).collect())
     }
 
-    pub fn add_worker(
-        &self,
-        cluster: &str,
-        group: Option<u64>,
-        fx: &Effects,
-    ) -> Result<AddReply, SimError> {
+    pub fn add_worker(&self, cluster: &str, group: Option<u64>, fx: &Effects) -> Result<AddReply, SimError> {
         let mut g = self.lock();
         check_quota(&g.world, cluster, fx)?;
         let fate = fx
@@ -331,35 +300,20 @@ impl Sim {
                 _ => None,
             })
             .unwrap_or(g.world.cfg.settings.add_response);
-        let answer_error = fx
-            .has(|f| matches!(f, Fault::DuplicateCreateOnRetry))
-            .then(|| SimError::new(504, "Gateway timeout"));
-        Ok(AddReply {
-            rec: g.world.workers[i].clone(),
-            shape,
-            answer_error,
-        })
+        let answer_error =
+            fx.has(|f| matches!(f, Fault::DuplicateCreateOnRetry)).then(|| SimError::new(504, "Gateway timeout"));
+        Ok(AddReply { rec: g.world.workers[i].clone(), shape, answer_error })
     }
 
-    pub fn delete_worker(
-        &self,
-        cluster: &str,
-        identifier: &str,
-        fx: &Effects,
-    ) -> Result<(), SimError> {
-        self.lock()
-            .world
-            .delete_worker(cluster, identifier, slow_factor(fx))?;
+    pub fn delete_worker(&self, cluster: &str, identifier: &str, fx: &Effects) -> Result<(), SimError> {
+        self.lock().world.delete_worker(cluster, identifier, slow_factor(fx))?;
         already_gone(fx)
     }
 
     /// `reduce` endpoints: VPSie picks the victim (newest, oldest or random).
     pub fn reduce(&self, cluster: &str, group: Option<u64>, fx: &Effects) -> Result<(), SimError> {
         let mut g = self.lock();
-        let ci = g
-            .world
-            .cluster_index(cluster)
-            .ok_or_else(SimError::no_cluster)?;
+        let ci = g.world.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
         let cid = g.world.clusters[ci].identifier.clone();
         let candidates: Vec<usize> = g
             .world
@@ -389,18 +343,12 @@ impl Sim {
 
 fn check_quota(world: &World, cluster: &str, fx: &Effects) -> Result<(), SimError> {
     let Some((max, message)) = fx.find(|f| match f {
-        Fault::Quota {
-            max_workers,
-            message,
-        } => Some((*max_workers, message.clone())),
+        Fault::Quota { max_workers, message } => Some((*max_workers, message.clone())),
         _ => None,
     }) else {
         return Ok(());
     };
-    let cid = world
-        .cluster_index(cluster)
-        .map(|ci| world.clusters[ci].identifier.clone())
-        .unwrap_or_default();
+    let cid = world.cluster_index(cluster).map(|ci| world.clusters[ci].identifier.clone()).unwrap_or_default();
     let live = world.live_count(&cid, None, super::config::CountAt::Accepted);
     if max.is_none_or(|m| live >= m) {
         return Err(SimError::quota(message));
@@ -419,11 +367,7 @@ fn slow_factor(fx: &Effects) -> f64 {
 }
 
 fn already_gone(fx: &Effects) -> Result<(), SimError> {
-    if fx.has(|f| matches!(f, Fault::DeleteAlreadyGone)) {
-        Err(SimError::new(404, "Node not found"))
-    } else {
-        Ok(())
-    }
+    if fx.has(|f| matches!(f, Fault::DeleteAlreadyGone)) { Err(SimError::new(404, "Node not found")) } else { Ok(()) }
 }
 
 fn hostname_case(fx: &Effects) -> Option<HostnameCase> {

@@ -31,10 +31,7 @@ pub(super) fn operation(
     fx: &Effects,
 ) -> Result<Value, SimError> {
     let cluster = p.cluster.as_deref().unwrap_or_default();
-    let arg_u64 = |k: &str| {
-        args.get(k)
-            .and_then(crate::cloud::vpsie::envelope::lenient_u64)
-    };
+    let arg_u64 = |k: &str| args.get(k).and_then(crate::cloud::vpsie::envelope::lenient_u64);
     let arg_str = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default();
     match endpoint {
         "datacenters" => Ok(ok_list(
@@ -50,10 +47,7 @@ pub(super) fn operation(
                 .collect(),
         )),
         "plan_categories" => Ok(ok_list(
-            catalog::CATEGORIES
-                .iter()
-                .map(|c| json!({"identifier": c.identifier, "name": c.name}))
-                .collect(),
+            catalog::CATEGORIES.iter().map(|c| json!({"identifier": c.identifier, "name": c.name})).collect(),
         )),
         "resources" => {
             sim.offers(arg_str("dcIdentifier"))?;
@@ -103,10 +97,7 @@ pub(super) fn operation(
         "cluster" => {
             let nodes = sim.nodes(cluster, fx)?;
             let g = sim.lock();
-            let ci = g
-                .world
-                .cluster_index(cluster)
-                .ok_or_else(SimError::no_cluster)?;
+            let ci = g.world.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
             let c = &g.world.clusters[ci];
             let mut list: Vec<Value> = c
                 .masters
@@ -117,15 +108,9 @@ pub(super) fn operation(
                        "status": "joined", "created_on": sql_time(g.world.wall(c.created))})
                 })
                 .collect();
-            list.extend(
-                nodes
-                    .iter()
-                    .map(|n| node_json(n, g.world.wall(n.rec.created))),
-            );
-            Ok(ok(
-                json!({"identifier": c.identifier, "cluster_name": c.name,
-                "dcIdentifier": c.datacenter, "kube_version": "1.34.1", "nodes": list}),
-            ))
+            list.extend(nodes.iter().map(|n| node_json(n, g.world.wall(n.rec.created))));
+            Ok(ok(json!({"identifier": c.identifier, "cluster_name": c.name,
+                "dcIdentifier": c.datacenter, "kube_version": "1.34.1", "nodes": list})))
         }
         "groups" => {
             let (c, rows) = sim.groups(cluster)?;
@@ -173,8 +158,7 @@ pub(super) fn operation(
             }))
         }
         "reduce_worker" => {
-            let group =
-                arg_u64("groupId").ok_or_else(|| SimError::new(400, "groupId is required"))?;
+            let group = arg_u64("groupId").ok_or_else(|| SimError::new(400, "groupId is required"))?;
             sim.reduce(cluster, Some(group), fx)?;
             Ok(ok(json!(true)))
         }

@@ -86,9 +86,7 @@ impl HostnameCase {
                 .split('-')
                 .map(|p| {
                     let mut c = p.chars();
-                    c.next()
-                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                        .unwrap_or_default()
+                    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
                 })
                 .collect::<Vec<_>>()
                 .join("-"),
@@ -242,10 +240,7 @@ impl FaultRule {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.endpoint != "*" && !ENDPOINTS.contains(&self.endpoint.as_str()) {
-            return Err(format!(
-                "unknown endpoint {:?}; use one of {ENDPOINTS:?} or \"*\"",
-                self.endpoint
-            ));
+            return Err(format!("unknown endpoint {:?}; use one of {ENDPOINTS:?} or \"*\"", self.endpoint));
         }
         if let Fault::HttpError { status, .. } | Fault::DeleteFail { status, .. } = self.fault
             && !(100..600).contains(&status)
@@ -267,14 +262,8 @@ impl FaultRule {
         self.times != Some(0)
             && !self.expired(now)
             && (self.endpoint == "*" || self.endpoint == key.endpoint)
-            && self
-                .method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(key.method))
-            && self
-                .cluster
-                .as_deref()
-                .is_none_or(|c| key.cluster == Some(c))
+            && self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(key.method))
+            && self.cluster.as_deref().is_none_or(|c| key.cluster == Some(c))
             && self.group.is_none_or(|g| key.group == Some(g))
             && self.applies_to(key.endpoint)
     }
@@ -282,15 +271,9 @@ impl FaultRule {
     /// Faults that only make sense on some endpoints ignore the others even under `*`.
     fn applies_to(&self, endpoint: &str) -> bool {
         let adds = matches!(endpoint, "add_worker" | "add_worker_default");
-        let deletes = matches!(
-            endpoint,
-            "delete_worker" | "reduce_worker" | "reduce" | "delete_group"
-        );
+        let deletes = matches!(endpoint, "delete_worker" | "reduce_worker" | "reduce" | "delete_group");
         match self.fault {
-            Fault::FailCreate { .. }
-            | Fault::StuckProvisioning
-            | Fault::NeverJoin
-            | Fault::AddResponse { .. } => adds,
+            Fault::FailCreate { .. } | Fault::StuckProvisioning | Fault::NeverJoin | Fault::AddResponse { .. } => adds,
             Fault::Quota { .. } | Fault::DuplicateCreateOnRetry => adds || endpoint == "add_group",
             Fault::DeleteFail { .. } | Fault::DeleteAlreadyGone => deletes,
             Fault::Slow { .. } => adds || deletes,
@@ -312,12 +295,7 @@ pub struct Effects {
 /// How the request must be answered instead of normally, if at all.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reject {
-    Respond {
-        status: u16,
-        style: BodyStyle,
-        message: String,
-        retry_after: RetryAfter,
-    },
+    Respond { status: u16, style: BodyStyle, message: String, retry_after: RetryAfter },
     Hang(Duration),
     Drop,
 }
@@ -336,11 +314,7 @@ impl Effects {
     /// The answer that replaces the normal one before anything is done.
     pub fn reject(&self) -> Option<Reject> {
         self.fired.iter().find_map(|f| match f {
-            Fault::HttpError {
-                status,
-                body_style,
-                message,
-            } => Some(Reject::Respond {
+            Fault::HttpError { status, body_style, message } => Some(Reject::Respond {
                 status: *status,
                 style: *body_style,
                 message: message.clone().unwrap_or_else(|| default_message(*status)),
@@ -364,20 +338,13 @@ impl Effects {
                 message: "Failed to create node".into(),
                 retry_after: RetryAfter::None,
             }),
-            Fault::Partition {
-                mode: PartitionMode::Unavailable,
-                ..
-            } => Some(Reject::Respond {
+            Fault::Partition { mode: PartitionMode::Unavailable, .. } => Some(Reject::Respond {
                 status: 503,
                 style: BodyStyle::Html,
                 message: "Service Unavailable".into(),
                 retry_after: RetryAfter::None,
             }),
-            Fault::Partition {
-                mode: PartitionMode::Drop,
-                ..
-            }
-            | Fault::DropConnection => Some(Reject::Drop),
+            Fault::Partition { mode: PartitionMode::Drop, .. } | Fault::DropConnection => Some(Reject::Drop),
             Fault::Hang { ms } => Some(Reject::Hang(Duration::from_millis(*ms))),
             _ => None,
         })
@@ -420,17 +387,9 @@ mod tests {
             r#"{"endpoint":"add_worker","times":2,
                 "fault":{"kind":"http_error","status":503,"body_style":"html"}}"#,
         );
-        assert!(matches!(
-            r,
-            Ok(FaultRule {
-                times: Some(2),
-                fault: Fault::HttpError { status: 503, .. },
-                ..
-            })
-        ));
-        let r: Result<FaultRule, _> = serde_json::from_str(
-            r#"{"fault":{"kind":"rate_limit","retry_after":{"style":"http_date","secs":3}}}"#,
-        );
+        assert!(matches!(r, Ok(FaultRule { times: Some(2), fault: Fault::HttpError { status: 503, .. }, .. })));
+        let r: Result<FaultRule, _> =
+            serde_json::from_str(r#"{"fault":{"kind":"rate_limit","retry_after":{"style":"http_date","secs":3}}}"#);
         assert!(r.is_ok());
     }
 
@@ -451,20 +410,13 @@ mod tests {
         };
         let now = Instant::now();
         r.prepare(1, now);
-        let key = |e| RequestKey {
-            endpoint: e,
-            method: "POST",
-            ..RequestKey::default()
-        };
+        let key = |e| RequestKey { endpoint: e, method: "POST", ..RequestKey::default() };
         assert!(r.matches(&key("add_worker"), now));
         assert!(!r.matches(&key("cluster"), now));
     }
 
     #[test]
     fn mixed_case_capitalises_each_part() {
-        assert_eq!(
-            HostnameCase::Mixed.apply("sim-k8s-1a2b-slave-00af"),
-            "Sim-K8s-1a2b-Slave-00af"
-        );
+        assert_eq!(HostnameCase::Mixed.apply("sim-k8s-1a2b-slave-00af"), "Sim-K8s-1a2b-Slave-00af");
     }
 }

@@ -18,9 +18,7 @@ use super::faults::{BodyStyle, Effects, Reject, RequestKey, RetryAfter};
 use super::world::SimError;
 use crate::cloud::discovery::ensure_group_by_listing;
 use crate::cloud::vpsie::envelope::{parse_response, parse_retry_after};
-use crate::cloud::{
-    AddOutcome, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery,
-};
+use crate::cloud::{AddOutcome, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery};
 
 /// The in-process provider. `timeout` plays the client's request timeout for `hang` faults.
 #[derive(Clone)]
@@ -31,10 +29,7 @@ pub struct SimCloud {
 
 impl SimCloud {
     pub fn new(sim: Arc<Sim>) -> Self {
-        Self {
-            sim,
-            timeout: Duration::from_secs(5),
-        }
+        Self { sim, timeout: Duration::from_secs(5) }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -61,27 +56,18 @@ impl SimCloud {
         let outcome = match fx.reject() {
             Some(Reject::Drop) => {
                 self.sim.log(&key, &path, 0, &fx);
-                return Err(CloudError::transient(
-                    "connection lost while reading the response",
-                ));
+                return Err(CloudError::transient("connection lost while reading the response"));
             }
             Some(Reject::Hang(d)) => {
                 self.sim.log(&key, &path, 504, &fx);
                 tokio::time::sleep(d.min(self.timeout)).await;
                 return Err(CloudError::transient("request timed out"));
             }
-            Some(Reject::Respond {
-                status,
-                style,
-                message,
-                retry_after,
-            }) => Err(rendered(status, style, &message, retry_after)),
+            Some(Reject::Respond { status, style, message, retry_after }) => {
+                Err(rendered(status, style, &message, retry_after))
+            }
             None => op(&fx).map_err(|e| {
-                let style = if e.in_200 {
-                    BodyStyle::Error200
-                } else {
-                    BodyStyle::Enveloped
-                };
+                let style = if e.in_200 { BodyStyle::Error200 } else { BodyStyle::Enveloped };
                 rendered(e.status, style, &e.message, RetryAfter::None)
             }),
         };
@@ -95,12 +81,7 @@ impl SimCloud {
 }
 
 /// The error the HTTP client would report for this answer, with the HTTP status.
-fn rendered(
-    status: u16,
-    style: BodyStyle,
-    message: &str,
-    retry_after: RetryAfter,
-) -> (u16, CloudError) {
+fn rendered(status: u16, style: BodyStyle, message: &str, retry_after: RetryAfter) -> (u16, CloudError) {
     let (http, header, body) = error_parts(status, style, message, retry_after);
     let ra = header.and_then(|h| parse_retry_after(&h, jiff::Timestamp::now()));
     let err = match parse_response(http, &body, ra) {
@@ -110,27 +91,15 @@ fn rendered(
     (http, err)
 }
 
-fn key<'a>(
-    endpoint: &'a str,
-    method: &'a str,
-    cluster: Option<&'a str>,
-    group: Option<u64>,
-) -> RequestKey<'a> {
-    RequestKey {
-        endpoint,
-        method,
-        cluster,
-        group,
-    }
+fn key<'a>(endpoint: &'a str, method: &'a str, cluster: Option<&'a str>, group: Option<u64>) -> RequestKey<'a> {
+    RequestKey { endpoint, method, cluster, group }
 }
 
 #[async_trait]
 impl CloudProvider for SimCloud {
     async fn offerings(&self, datacenter: &str) -> Result<Vec<Offering>, CloudError> {
         self.request(key("offers", "POST", None, None), |_| {
-            self.sim
-                .offers(datacenter)
-                .map(|plans| plans.iter().map(|p| p.offering()).collect())
+            self.sim.offers(datacenter).map(|plans| plans.iter().map(|p| p.offering()).collect())
         })
         .await
     }
@@ -167,40 +136,28 @@ impl CloudProvider for SimCloud {
         .await
     }
 
-    async fn find_workers(
-        &self,
-        cluster: &str,
-        query: &WorkerQuery,
-    ) -> Result<Vec<Worker>, CloudError> {
+    async fn find_workers(&self, cluster: &str, query: &WorkerQuery) -> Result<Vec<Worker>, CloudError> {
         self.request(key("cluster", "GET", Some(cluster), None), |fx| {
             let nodes = self.sim.nodes(cluster, fx)?;
             let g = self.sim.lock();
-            Ok(nodes
-                .iter()
-                .map(|n| n.to_worker(g.world.wall(n.rec.created)))
-                .filter(|w| query.matches(w))
-                .collect())
+            Ok(nodes.iter().map(|n| n.to_worker(g.world.wall(n.rec.created))).filter(|w| query.matches(w)).collect())
         })
         .await
     }
 
     async fn add_worker(&self, cluster: &str, group: u64) -> Result<AddOutcome, CloudError> {
-        self.request(
-            key("add_worker", "POST", Some(cluster), Some(group)),
-            |fx| {
-                let reply = self.sim.add_worker(cluster, Some(group), fx)?;
-                if let Some(e) = reply.answer_error {
-                    return Err(e);
+        self.request(key("add_worker", "POST", Some(cluster), Some(group)), |fx| {
+            let reply = self.sim.add_worker(cluster, Some(group), fx)?;
+            if let Some(e) = reply.answer_error {
+                return Err(e);
+            }
+            Ok(match reply.shape {
+                AddShape::Object => {
+                    AddOutcome { identifier: Some(reply.rec.identifier), hostname: Some(reply.rec.hostname) }
                 }
-                Ok(match reply.shape {
-                    AddShape::Object => AddOutcome {
-                        identifier: Some(reply.rec.identifier),
-                        hostname: Some(reply.rec.hostname),
-                    },
-                    AddShape::True | AddShape::ObjectWithoutIdentifier => AddOutcome::default(),
-                })
-            },
-        )
+                AddShape::True | AddShape::ObjectWithoutIdentifier => AddOutcome::default(),
+            })
+        })
         .await
     }
 

@@ -74,10 +74,7 @@ pub struct LoopbackSim {
 }
 
 impl LoopbackSim {
-    pub async fn start(
-        cfg: SimConfig,
-        registrar: Option<Arc<dyn NodeRegistrar>>,
-    ) -> std::io::Result<Self> {
+    pub async fn start(cfg: SimConfig, registrar: Option<Arc<dyn NodeRegistrar>>) -> std::io::Result<Self> {
         let sim = Sim::new(cfg);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -85,12 +82,7 @@ impl LoopbackSim {
         let task = tokio::spawn(serve(sim.clone(), listener, registrar, async move {
             let _ = rx.await;
         }));
-        Ok(Self {
-            sim,
-            addr,
-            stop: Some(tx),
-            task,
-        })
+        Ok(Self { sim, addr, stop: Some(tx), task })
     }
 
     /// `http://127.0.0.1:<port>`.

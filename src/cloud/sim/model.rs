@@ -58,11 +58,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(scale: f64) -> Self {
-        Self {
-            anchor_real: Instant::now(),
-            anchor_virtual: 0.0,
-            scale: scale.max(1e-6),
-        }
+        Self { anchor_real: Instant::now(), anchor_virtual: 0.0, scale: scale.max(1e-6) }
     }
 
     pub fn now(&self) -> f64 {
@@ -185,11 +181,7 @@ pub struct SimError {
 
 impl SimError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            in_200: false,
-        }
+        Self { status, message: message.into(), in_200: false }
     }
 
     pub fn no_cluster() -> Self {
@@ -199,8 +191,7 @@ impl SimError {
     pub fn quota(message: Option<String>) -> Self {
         Self {
             status: 400,
-            message: message
-                .unwrap_or_else(|| "Worker nodes count exceeds the allowed limit".into()),
+            message: message.unwrap_or_else(|| "Worker nodes count exceeds the allowed limit".into()),
             in_200: true,
         }
     }

@@ -32,11 +32,7 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// Runs node hooks until `shutdown` resolves. Without a registrar the hooks are dropped
 /// (the `/_sim/events` log still records every transition).
-pub async fn drive(
-    sim: Arc<Sim>,
-    registrar: Option<Arc<dyn NodeRegistrar>>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn drive(sim: Arc<Sim>, registrar: Option<Arc<dyn NodeRegistrar>>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut retry: Vec<(Hook, u32)> = Vec::new();
     loop {
@@ -45,10 +41,7 @@ pub async fn drive(
             () = tokio::time::sleep(DRIVER_TICK) => {}
         }
         let fresh = sim.take_hooks().into_iter().map(|h| (h, 0));
-        let batch: Vec<(Hook, u32)> = std::mem::take(&mut retry)
-            .into_iter()
-            .chain(fresh)
-            .collect();
+        let batch: Vec<(Hook, u32)> = std::mem::take(&mut retry).into_iter().chain(fresh).collect();
         let Some(reg) = registrar.as_ref() else {
             continue;
         };

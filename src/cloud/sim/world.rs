@@ -53,11 +53,7 @@ impl World {
     fn seed(&mut self) {
         for seed in self.cfg.clusters.clone() {
             let identifier = seed.identifier.clone().unwrap_or_else(|| self.uuid());
-            let dc = seed
-                .datacenter
-                .as_deref()
-                .and_then(catalog::datacenter)
-                .unwrap_or(&catalog::DATACENTERS[0]);
+            let dc = seed.datacenter.as_deref().and_then(catalog::datacenter).unwrap_or(&catalog::DATACENTERS[0]);
             let master = Master {
                 id: self.next_id(),
                 identifier: self.uuid(),
@@ -113,26 +109,16 @@ impl World {
     }
 
     pub fn uuid(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random())
-            .into_uuid()
-            .to_string()
+        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
     }
 
     fn next_ip(&mut self, prefix: &str) -> String {
         self.ip_counter += 1;
-        format!(
-            "{prefix}.{}.{}",
-            self.ip_counter / 250,
-            self.ip_counter % 250 + 2
-        )
+        format!("{prefix}.{}.{}", self.ip_counter / 250, self.ip_counter % 250 + 2)
     }
 
     fn draw(&mut self, s: Span) -> f64 {
-        if s.max > s.min {
-            self.rng.random_range(s.min..=s.max)
-        } else {
-            s.min.max(0.0)
-        }
+        if s.max > s.min { self.rng.random_range(s.min..=s.max) } else { s.min.max(0.0) }
     }
 
     /// Advances every worker to the current virtual time.
@@ -171,13 +157,7 @@ impl World {
         w.phase = to;
         w.phase_since = t;
         w.next_at = next;
-        let event = Event {
-            at: t,
-            worker: w.identifier.clone(),
-            hostname: w.hostname.clone(),
-            from,
-            to,
-        };
+        let event = Event { at: t, worker: w.identifier.clone(), hostname: w.hostname.clone(), from, to };
         match to {
             Phase::Joined => {
                 w.registered = true;
@@ -185,9 +165,7 @@ impl World {
             }
             Phase::Gone if w.registered => {
                 w.registered = false;
-                self.hooks.push(Hook::Gone {
-                    hostname: w.hostname.clone(),
-                });
+                self.hooks.push(Hook::Gone { hostname: w.hostname.clone() });
             }
             _ => {}
         }
@@ -196,47 +174,32 @@ impl World {
 
     /// Finds a cluster by identifier, numeric id or name.
     pub fn cluster_index(&self, key: &str) -> Option<usize> {
-        self.clusters.iter().position(|c| {
-            c.identifier == key || c.id.to_string() == key || c.name.eq_ignore_ascii_case(key)
-        })
+        self.clusters
+            .iter()
+            .position(|c| c.identifier == key || c.id.to_string() == key || c.name.eq_ignore_ascii_case(key))
     }
 
     pub fn create_group(&mut self, cluster: &str, name: &str, plan: u64) -> Result<u64, SimError> {
-        let ci = self
-            .cluster_index(cluster)
-            .ok_or_else(SimError::no_cluster)?;
+        let ci = self.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
         if catalog::plan_by_id(plan).is_none() {
             return Err(SimError::new(400, format!("Invalid KubeSizeID {plan}")));
         }
         if name.trim().is_empty() {
             return Err(SimError::new(400, "groupName is required"));
         }
-        let clash = self.clusters[ci]
-            .groups
-            .iter()
-            .any(|g| !g.deleted && g.name == name);
+        let clash = self.clusters[ci].groups.iter().any(|g| !g.deleted && g.name == name);
         if clash {
             return Err(SimError::new(409, "Node group name already exists"));
         }
         let id = self.next_id();
         let identifier = self.uuid();
         let created = self.now();
-        self.clusters[ci].groups.push(Group {
-            id,
-            identifier,
-            name: name.to_string(),
-            plan,
-            created,
-            deleted: false,
-        });
+        self.clusters[ci].groups.push(Group { id, identifier, name: name.to_string(), plan, created, deleted: false });
         Ok(id)
     }
 
     pub fn delete_group(&mut self, gid: u64) -> Result<(), SimError> {
-        let live = self
-            .workers
-            .iter()
-            .any(|w| w.group == gid && is_live(w.phase, CountAt::Accepted));
+        let live = self.workers.iter().any(|w| w.group == gid && is_live(w.phase, CountAt::Accepted));
         let g = self
             .clusters
             .iter_mut()
@@ -251,10 +214,7 @@ impl World {
     }
 
     pub fn group(&self, ci: usize, gid: u64) -> Option<&Group> {
-        self.clusters[ci]
-            .groups
-            .iter()
-            .find(|g| g.id == gid && !g.deleted)
+        self.clusters[ci].groups.iter().find(|g| g.id == gid && !g.deleted)
     }
 
     /// Live workers of a cluster (for quotas and counts).
@@ -267,23 +227,11 @@ impl World {
     }
 
     /// Creates a worker in ACCEPTED; returns its index.
-    pub fn add_worker(
-        &mut self,
-        cluster: &str,
-        group: Option<u64>,
-        fate: Fate,
-        slow: f64,
-    ) -> Result<usize, SimError> {
-        let ci = self
-            .cluster_index(cluster)
-            .ok_or_else(SimError::no_cluster)?;
+    pub fn add_worker(&mut self, cluster: &str, group: Option<u64>, fate: Fate, slow: f64) -> Result<usize, SimError> {
+        let ci = self.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
         let group = match group {
             Some(g) => self.group(ci, g).cloned(),
-            None => self.clusters[ci]
-                .groups
-                .iter()
-                .find(|g| !g.deleted)
-                .cloned(),
+            None => self.clusters[ci].groups.iter().find(|g| !g.deleted).cloned(),
         }
         .ok_or_else(|| SimError::new(404, "Node group not found"))?;
         let c = &self.clusters[ci];
@@ -300,16 +248,8 @@ impl World {
             }
         };
         let t = self.cfg.settings.timings.clone();
-        let slow = if slow.is_finite() && slow > 0.0 {
-            slow
-        } else {
-            1.0
-        };
-        let durations = [
-            self.draw(t.pending) * slow,
-            self.draw(t.boot) * slow,
-            self.draw(t.join) * slow,
-        ];
+        let slow = if slow.is_finite() && slow > 0.0 { slow } else { 1.0 };
+        let durations = [self.draw(t.pending) * slow, self.draw(t.boot) * slow, self.draw(t.join) * slow];
         let now = self.now();
         let rec = WorkerRec {
             id: self.next_id(),
@@ -336,15 +276,8 @@ impl World {
 
     /// Starts deleting a worker. Deleting one already deleting is accepted again;
     /// one that is gone (or unknown) is 404.
-    pub fn delete_worker(
-        &mut self,
-        cluster: &str,
-        identifier: &str,
-        slow: f64,
-    ) -> Result<(), SimError> {
-        let ci = self
-            .cluster_index(cluster)
-            .ok_or_else(SimError::no_cluster)?;
+    pub fn delete_worker(&mut self, cluster: &str, identifier: &str, slow: f64) -> Result<(), SimError> {
+        let ci = self.cluster_index(cluster).ok_or_else(SimError::no_cluster)?;
         let cid = self.clusters[ci].identifier.clone();
         let i = self
             .workers
@@ -366,13 +299,8 @@ impl World {
         w.phase = Phase::Deleting;
         w.phase_since = now;
         w.next_at = Some(now + d);
-        let event = Event {
-            at: now,
-            worker: w.identifier.clone(),
-            hostname: w.hostname.clone(),
-            from,
-            to: Phase::Deleting,
-        };
+        let event =
+            Event { at: now, worker: w.identifier.clone(), hostname: w.hostname.clone(), from, to: Phase::Deleting };
         push_bounded(&mut self.events, event);
     }
 
@@ -389,10 +317,7 @@ impl World {
 
     pub fn listed_workers(&self, cluster: &str) -> Vec<&WorkerRec> {
         let now = self.now();
-        self.workers
-            .iter()
-            .filter(|w| w.cluster == cluster && self.listed(w, now))
-            .collect()
+        self.workers.iter().filter(|w| w.cluster == cluster && self.listed(w, now)).collect()
     }
 
     pub fn plan_of(&self, w: &WorkerRec) -> Option<&'static Plan> {
@@ -431,11 +356,7 @@ mod tests {
 
     fn world() -> World {
         let mut cfg = SimConfig::default();
-        cfg.clusters[0].groups.push(GroupSeed {
-            name: "g".into(),
-            plan: 2,
-            workers: 0,
-        });
+        cfg.clusters[0].groups.push(GroupSeed { name: "g".into(), plan: 2, workers: 0 });
         World::new(cfg)
     }
 
@@ -465,10 +386,7 @@ mod tests {
         let cid = w.clusters[0].identifier.clone();
         let i = w.add_worker(&cid, None, Fate::Normal, 1.0).unwrap_or(0);
         assert_eq!(w.workers[i].phase, Phase::Accepted);
-        assert!(
-            w.listed_workers(&cid).is_empty(),
-            "accepted workers are not listed"
-        );
+        assert!(w.listed_workers(&cid).is_empty(), "accepted workers are not listed");
         assert_eq!(phase_after(&mut w, 20.0, i), Phase::Provisioning);
         assert_eq!(w.listed_workers(&cid).len(), 1);
         assert_eq!(phase_after(&mut w, 120.0, i), Phase::Running);
@@ -486,16 +404,10 @@ mod tests {
         assert!(w.delete_worker(&cid, &id, 1.0).is_ok());
         assert_eq!(phase_after(&mut w, 40.0, i), Phase::Gone);
         assert!(matches!(w.hooks.last(), Some(Hook::Gone { .. })));
-        assert_eq!(
-            w.delete_worker(&cid, &id, 1.0).map_err(|e| e.status),
-            Err(404)
-        );
+        assert_eq!(w.delete_worker(&cid, &id, 1.0).map_err(|e| e.status), Err(404));
         let c1 = w.cost().total_usd;
         w.clock.advance(3600.0);
-        assert!(
-            (w.cost().total_usd - c1).abs() < 1e-12,
-            "no accrual once gone"
-        );
+        assert!((w.cost().total_usd - c1).abs() < 1e-12, "no accrual once gone");
         assert_eq!(w.cost().live_workers, 0);
     }
 

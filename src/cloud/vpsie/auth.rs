@@ -29,10 +29,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(auth: Auth) -> Self {
-        Self {
-            auth,
-            current: tokio::sync::Mutex::new(None),
-        }
+        Self { auth, current: tokio::sync::Mutex::new(None) }
     }
 
     /// Whether a 401 could be cured by logging in again.
@@ -49,10 +46,7 @@ impl TokenCache {
     {
         let (id, secret) = match &self.auth {
             Auth::Token(t) => return Ok(t.clone()),
-            Auth::ClientCredentials {
-                client_id,
-                client_secret,
-            } => (client_id, client_secret),
+            Auth::ClientCredentials { client_id, client_secret } => (client_id, client_secret),
         };
         let mut cur = self.current.lock().await;
         if let Some(c) = cur.as_ref().filter(|c| Instant::now() < c.refresh_at) {
@@ -63,16 +57,10 @@ impl TokenCache {
             "clientSecret": secret.expose(),
         });
         let answer = exchange(body).await?;
-        let (token, ttl) = token_from_answer(&answer, jiff::Timestamp::now()).ok_or_else(|| {
-            CloudError::Unauthorized {
-                message: "auth exchange answered without a token".into(),
-            }
-        })?;
+        let (token, ttl) = token_from_answer(&answer, jiff::Timestamp::now())
+            .ok_or_else(|| CloudError::Unauthorized { message: "auth exchange answered without a token".into() })?;
         let margin = REFRESH_MARGIN.min(ttl / 2);
-        *cur = Some(Cached {
-            token: token.clone(),
-            refresh_at: Instant::now() + ttl.saturating_sub(margin),
-        });
+        *cur = Some(Cached { token: token.clone(), refresh_at: Instant::now() + ttl.saturating_sub(margin) });
         Ok(token)
     }
 
@@ -95,10 +83,7 @@ pub fn token_from_answer(v: &Value, now: jiff::Timestamp) -> Option<(Secret, Dur
         .or_else(|| v.get("token"))?;
     let (token, expires) = match access {
         Value::String(s) => (s.clone(), v.get("expires").or_else(|| v.get("expires_in"))),
-        Value::Object(_) => (
-            access.get("token").and_then(Value::as_str)?.to_string(),
-            access.get("expires"),
-        ),
+        Value::Object(_) => (access.get("token").and_then(Value::as_str)?.to_string(), access.get("expires")),
         _ => return None,
     };
     if token.trim().is_empty() {

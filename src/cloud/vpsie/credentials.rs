@@ -33,10 +33,7 @@ pub enum Auth {
     /// A long-lived access token sent as `Vpsie-Auth`; never refreshed.
     Token(Secret),
     /// Exchanged at `/apps/v2/auth/from/api` for a short-lived token.
-    ClientCredentials {
-        client_id: Secret,
-        client_secret: Secret,
-    },
+    ClientCredentials { client_id: Secret, client_secret: Secret },
 }
 
 /// Everything the secret may carry. Only `auth` is required.
@@ -57,38 +54,21 @@ impl Credentials {
     }
 
     pub fn client_credentials(id: impl Into<String>, secret: impl Into<String>) -> Self {
-        Self::from_auth(Auth::ClientCredentials {
-            client_id: Secret::new(id),
-            client_secret: Secret::new(secret),
-        })
+        Self::from_auth(Auth::ClientCredentials { client_id: Secret::new(id), client_secret: Secret::new(secret) })
     }
 
     fn from_auth(auth: Auth) -> Self {
-        Self {
-            auth,
-            url: None,
-            resource_identifier: None,
-            datacenter_id: None,
-            project_id: None,
-        }
+        Self { auth, url: None, resource_identifier: None, datacenter_id: None, project_id: None }
     }
 
     /// Reads the Secret's decoded string data. `token` (or `apiKey`) wins over
     /// `clientId` + `clientSecret`. The error names missing keys, never values.
     pub fn from_secret_map(data: &BTreeMap<String, String>) -> Result<Self, CloudError> {
-        let get = |k: &str| {
-            data.get(k)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
+        let get = |k: &str| data.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_string);
         let auth = if let Some(t) = get("token").or_else(|| get("apiKey")) {
             Auth::Token(Secret::new(t))
         } else if let (Some(id), Some(secret)) = (get("clientId"), get("clientSecret")) {
-            Auth::ClientCredentials {
-                client_id: Secret::new(id),
-                client_secret: Secret::new(secret),
-            }
+            Auth::ClientCredentials { client_id: Secret::new(id), client_secret: Secret::new(secret) }
         } else {
             return Err(CloudError::Unauthorized {
                 message: "secret has neither `token`/`apiKey` nor `clientId`+`clientSecret`".into(),
@@ -107,13 +87,9 @@ impl Credentials {
     pub(crate) fn secret_values(&self) -> Vec<String> {
         match &self.auth {
             Auth::Token(t) => vec![t.expose().to_string()],
-            Auth::ClientCredentials {
-                client_id,
-                client_secret,
-            } => vec![
-                client_id.expose().to_string(),
-                client_secret.expose().to_string(),
-            ],
+            Auth::ClientCredentials { client_id, client_secret } => {
+                vec![client_id.expose().to_string(), client_secret.expose().to_string()]
+            }
         }
     }
 }
@@ -134,10 +110,7 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -148,25 +121,13 @@ mod tests {
             ("clientSecret", "sec"),
             ("resourceIdentifier", "cluster-uuid"),
         ]));
-        assert!(matches!(
-            c,
-            Ok(Credentials {
-                auth: Auth::Token(_),
-                ..
-            })
-        ));
+        assert!(matches!(c, Ok(Credentials { auth: Auth::Token(_), .. })));
     }
 
     #[test]
     fn api_key_is_accepted_like_a_token() {
         let c = Credentials::from_secret_map(&map(&[("apiKey", "k-123456")]));
-        assert!(matches!(
-            c,
-            Ok(Credentials {
-                auth: Auth::Token(_),
-                ..
-            })
-        ));
+        assert!(matches!(c, Ok(Credentials { auth: Auth::Token(_), .. })));
     }
 
     #[test]
@@ -178,13 +139,7 @@ mod tests {
             ("clientSecret", "the-secret"),
             ("url", "https://api2.vpsie.com"),
         ]));
-        assert!(matches!(
-            c,
-            Ok(Credentials {
-                auth: Auth::ClientCredentials { .. },
-                ..
-            })
-        ));
+        assert!(matches!(c, Ok(Credentials { auth: Auth::ClientCredentials { .. }, .. })));
     }
 
     #[test]

@@ -31,19 +31,12 @@ pub struct Envelope {
 }
 
 /// Interprets one HTTP answer. `retry_after` is the already-parsed `Retry-After` header.
-pub fn parse_response(
-    status: u16,
-    body: &[u8],
-    retry_after: Option<Duration>,
-) -> Result<Envelope, CloudError> {
+pub fn parse_response(status: u16, body: &[u8], retry_after: Option<Duration>) -> Result<Envelope, CloudError> {
     let ok_status = (200..300).contains(&status);
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
         return if ok_status {
-            Ok(Envelope {
-                data: Value::Null,
-                total: None,
-            })
+            Ok(Envelope { data: Value::Null, total: None })
         } else {
             Err(classify(status, "empty response body", retry_after))
         };
@@ -51,16 +44,9 @@ pub fn parse_response(
     let Ok(value) = serde_json::from_slice::<Value>(trimmed) else {
         // A proxy's HTML page or garbage. With a 2xx we cannot tell whether the call
         // took effect, which is exactly what Transient means.
-        let what = if looks_like_html(trimmed) {
-            "non-JSON (HTML) response body"
-        } else {
-            "non-JSON response body"
-        };
+        let what = if looks_like_html(trimmed) { "non-JSON (HTML) response body" } else { "non-JSON response body" };
         return Err(if ok_status {
-            CloudError::Transient {
-                status: Some(status),
-                message: what.into(),
-            }
+            CloudError::Transient { status: Some(status), message: what.into() }
         } else {
             classify(status, what, retry_after)
         });
@@ -76,17 +62,8 @@ pub fn parse_response(
             let message = message_of(map).unwrap_or_else(|| "request failed".into());
             // The HTTP status wins unless it claims success: a 200 with error:true
             // carries its real class only in `code`.
-            let effective = if ok_status {
-                code.unwrap_or(status)
-            } else {
-                status
-            };
-            return Err(classify_flagged(
-                effective,
-                ok_status,
-                &message,
-                retry_after,
-            ));
+            let effective = if ok_status { code.unwrap_or(status) } else { status };
+            return Err(classify_flagged(effective, ok_status, &message, retry_after));
         }
         let total = map.get("total").and_then(lenient_u64);
         let data = match map.get("data") {
@@ -97,39 +74,24 @@ pub fn parse_response(
     }
     if ok_status {
         // A bare value (array, `true`): tolerated as the payload itself.
-        Ok(Envelope {
-            data: value,
-            total: None,
-        })
+        Ok(Envelope { data: value, total: None })
     } else {
         Err(classify(status, "request failed", retry_after))
     }
 }
 
-fn classify_flagged(
-    status: u16,
-    was_2xx: bool,
-    message: &str,
-    retry_after: Option<Duration>,
-) -> CloudError {
+fn classify_flagged(status: u16, was_2xx: bool, message: &str, retry_after: Option<Duration>) -> CloudError {
     // `error: true` with a success status and no usable code: a refusal, not an outage,
     // unless the message says otherwise.
     if was_2xx && (200..300).contains(&status) {
         let lower = message.to_ascii_lowercase();
         if is_quota(&lower) {
-            return CloudError::QuotaExceeded {
-                message: message.into(),
-            };
+            return CloudError::QuotaExceeded { message: message.into() };
         }
         if lower.contains("not found") || lower.contains("does not exist") {
-            return CloudError::NotFound {
-                message: message.into(),
-            };
+            return CloudError::NotFound { message: message.into() };
         }
-        return CloudError::Permanent {
-            status: Some(status),
-            message: message.into(),
-        };
+        return CloudError::Permanent { status: Some(status), message: message.into() };
     }
     classify(status, message, retry_after)
 }
@@ -145,15 +107,9 @@ pub fn classify(status: u16, message: &str, retry_after: Option<Duration>) -> Cl
         401 | 403 => CloudError::Unauthorized { message },
         404 | 410 => CloudError::NotFound { message },
         429 => CloudError::RateLimited { retry_after },
-        408 | 500..=599 => CloudError::Transient {
-            status: Some(status),
-            message,
-        },
+        408 | 500..=599 => CloudError::Transient { status: Some(status), message },
         _ if lower.contains("not found") => CloudError::NotFound { message },
-        _ => CloudError::Permanent {
-            status: Some(status),
-            message,
-        },
+        _ => CloudError::Permanent { status: Some(status), message },
     }
 }
 
@@ -166,13 +122,10 @@ fn looks_like_html(body: &[u8]) -> bool {
 }
 
 fn message_of(map: &serde_json::Map<String, Value>) -> Option<String> {
-    ["message", "msg", "error", "detail"]
-        .iter()
-        .filter_map(|k| map.get(*k))
-        .find_map(|v| match v {
-            Value::String(s) if !s.trim().is_empty() && !is_flag_word(s) => Some(truncate(s)),
-            _ => None,
-        })
+    ["message", "msg", "error", "detail"].iter().filter_map(|k| map.get(*k)).find_map(|v| match v {
+        Value::String(s) if !s.trim().is_empty() && !is_flag_word(s) => Some(truncate(s)),
+        _ => None,
+    })
 }
 
 fn is_flag_word(s: &str) -> bool {
@@ -213,9 +166,7 @@ pub fn lenient_f64(v: &Value) -> Option<f64> {
 pub fn lenient_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1.8e19)
-                .map(|f| f as u64)
+            n.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1.8e19).map(|f| f as u64)
         }),
         Value::String(s) => {
             let t = s.trim();
@@ -276,9 +227,7 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = jiff::fmt::rfc2822::DateTimeParser::new()
-        .parse_timestamp(v)
-        .ok()?;
+    let when = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(v).ok()?;
     let delta = when.as_millisecond().saturating_sub(now.as_millisecond());
     Some(Duration::from_millis(u64::try_from(delta).unwrap_or(0)))
 }
@@ -300,18 +249,8 @@ mod tests {
 
     #[test]
     fn a_200_with_error_true_and_a_5xx_code_is_transient() {
-        let r = parse_response(
-            200,
-            &body(json!({"error": "1", "code": "503", "message": "busy"})),
-            None,
-        );
-        assert!(matches!(
-            r,
-            Err(CloudError::Transient {
-                status: Some(503),
-                ..
-            })
-        ));
+        let r = parse_response(200, &body(json!({"error": "1", "code": "503", "message": "busy"})), None);
+        assert!(matches!(r, Err(CloudError::Transient { status: Some(503), .. })));
     }
 
     #[test]
@@ -319,79 +258,40 @@ mod tests {
         for status in [200, 400, 403, 422, 500] {
             let r = parse_response(
                 status,
-                &body(
-                    json!({"error": true, "message": "Worker nodes count exceeds the allowed limit"}),
-                ),
+                &body(json!({"error": true, "message": "Worker nodes count exceeds the allowed limit"})),
                 None,
             );
-            assert!(
-                matches!(r, Err(CloudError::QuotaExceeded { .. })),
-                "{status}"
-            );
+            assert!(matches!(r, Err(CloudError::QuotaExceeded { .. })), "{status}");
         }
     }
 
     #[test]
     fn success_returns_data_and_total_or_the_whole_body() {
-        let r = parse_response(
-            200,
-            &body(json!({"error": 0, "data": [1], "total": "1"})),
-            None,
-        );
-        assert_eq!(
-            r,
-            Ok(Envelope {
-                data: json!([1]),
-                total: Some(1)
-            })
-        );
+        let r = parse_response(200, &body(json!({"error": 0, "data": [1], "total": "1"})), None);
+        assert_eq!(r, Ok(Envelope { data: json!([1]), total: Some(1) }));
         let r = parse_response(200, &body(json!({"accessToken": {"token": "t"}})), None);
-        assert_eq!(
-            r.map(|e| e.data["accessToken"]["token"].clone()),
-            Ok(json!("t"))
-        );
-        assert_eq!(
-            parse_response(204, b"", None).map(|e| e.data),
-            Ok(Value::Null)
-        );
+        assert_eq!(r.map(|e| e.data["accessToken"]["token"].clone()), Ok(json!("t")));
+        assert_eq!(parse_response(204, b"", None).map(|e| e.data), Ok(Value::Null));
     }
 
     #[test]
     fn html_and_empty_bodies_classify_by_status() {
         assert!(matches!(
             parse_response(502, b"<html>bad gateway</html>", None),
-            Err(CloudError::Transient {
-                status: Some(502),
-                ..
-            })
+            Err(CloudError::Transient { status: Some(502), .. })
         ));
-        assert!(matches!(
-            parse_response(200, b"<html>", None),
-            Err(CloudError::Transient { .. })
-        ));
-        assert!(matches!(
-            parse_response(404, b"", None),
-            Err(CloudError::NotFound { .. })
-        ));
+        assert!(matches!(parse_response(200, b"<html>", None), Err(CloudError::Transient { .. })));
+        assert!(matches!(parse_response(404, b"", None), Err(CloudError::NotFound { .. })));
         assert_eq!(
             parse_response(429, b"", Some(Duration::from_secs(3))),
-            Err(CloudError::RateLimited {
-                retry_after: Some(Duration::from_secs(3))
-            })
+            Err(CloudError::RateLimited { retry_after: Some(Duration::from_secs(3)) })
         );
-        assert!(matches!(
-            parse_response(401, b"{}", None),
-            Err(CloudError::Unauthorized { .. })
-        ));
+        assert!(matches!(parse_response(401, b"{}", None), Err(CloudError::Unauthorized { .. })));
     }
 
     #[test]
     fn not_found_in_a_200_error_body_is_not_found() {
-        let r = parse_response(
-            200,
-            &body(json!({"error": true, "message": "Node not found"})),
-            None,
-        );
+        let r = parse_response(200, &body(json!({"error": true, "message": "Node not found"})), None);
         assert!(matches!(r, Err(CloudError::NotFound { .. })));
     }
 
@@ -417,20 +317,13 @@ mod tests {
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
-        let now =
-            jiff::Timestamp::from_second(1_000_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let now = jiff::Timestamp::from_second(1_000_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         let later = jiff::fmt::rfc2822::DateTimePrinter::new()
             .timestamp_to_rfc9110_string(&(now + jiff::SignedDuration::from_secs(30)))
             .unwrap_or_default();
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -20,9 +20,7 @@ use self::auth::TokenCache;
 use self::resilience::{CircuitBreaker, TokenBucket};
 use self::transport::{Call, segment};
 use crate::cloud::discovery::ensure_group_by_listing;
-use crate::cloud::{
-    AddOutcome, BreakerState, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery,
-};
+use crate::cloud::{AddOutcome, BreakerState, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery};
 
 /// HTTP client for the VPSie API. Cheap to share behind an `Arc`; all state is internal.
 pub struct VpsieClient {
@@ -37,9 +35,7 @@ pub struct VpsieClient {
 
 impl std::fmt::Debug for VpsieClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VpsieClient")
-            .field("base_url", &self.cfg.base_url)
-            .finish_non_exhaustive()
+        f.debug_struct("VpsieClient").field("base_url", &self.cfg.base_url).finish_non_exhaustive()
     }
 }
 
@@ -75,20 +71,11 @@ impl VpsieClient {
     }
 
     async fn get(&self, path: String) -> Result<serde_json::Value, CloudError> {
-        self.call(Call {
-            method: Method::GET,
-            path,
-            body: None,
-            idempotent: true,
-        })
-        .await
-        .map(|e| e.data)
+        self.call(Call { method: Method::GET, path, body: None, idempotent: true }).await.map(|e| e.data)
     }
 
     async fn list_cluster_workers(&self, cluster: &str) -> Result<Vec<Worker>, CloudError> {
-        let data = self
-            .get(self.k8s(&format!("/cluster/byId/{}", segment(cluster))))
-            .await?;
+        let data = self.get(self.k8s(&format!("/cluster/byId/{}", segment(cluster)))).await?;
         Ok(model::workers(&data))
     }
 }
@@ -110,9 +97,7 @@ fn check_scheme(cfg: &VpsieConfig) -> Result<(), CloudError> {
     if loopback || cfg.allow_insecure_http {
         Ok(())
     } else {
-        Err(CloudError::permanent(
-            "refusing plain HTTP to a non-loopback API host (the token would travel in clear)",
-        ))
+        Err(CloudError::permanent("refusing plain HTTP to a non-loopback API host (the token would travel in clear)"))
     }
 }
 
@@ -131,9 +116,7 @@ impl CloudProvider for VpsieClient {
     }
 
     async fn groups(&self, cluster: &str) -> Result<Vec<CloudGroup>, CloudError> {
-        let data = self
-            .get(self.k8s(&format!("/node/groups/byClusterId/{}", segment(cluster))))
-            .await?;
+        let data = self.get(self.k8s(&format!("/node/groups/byClusterId/{}", segment(cluster)))).await?;
         Ok(model::groups(&data))
     }
 
@@ -160,11 +143,7 @@ impl CloudProvider for VpsieClient {
         .await
     }
 
-    async fn find_workers(
-        &self,
-        cluster: &str,
-        query: &WorkerQuery,
-    ) -> Result<Vec<Worker>, CloudError> {
+    async fn find_workers(&self, cluster: &str, query: &WorkerQuery) -> Result<Vec<Worker>, CloudError> {
         let mut all = self.list_cluster_workers(cluster).await?;
         all.retain(|w| query.matches(w));
         Ok(all)
@@ -174,10 +153,7 @@ impl CloudProvider for VpsieClient {
         let env = self
             .call(Call {
                 method: Method::POST,
-                path: self.k8s(&format!(
-                    "/cluster/byId/{}/add/slave/group/{group}",
-                    segment(cluster)
-                )),
+                path: self.k8s(&format!("/cluster/byId/{}/add/slave/group/{group}", segment(cluster))),
                 body: None,
                 idempotent: false,
             })
@@ -207,10 +183,7 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused_except_to_loopback() {
-        let cfg = |u: &str| VpsieConfig {
-            base_url: u.into(),
-            ..VpsieConfig::default()
-        };
+        let cfg = |u: &str| VpsieConfig { base_url: u.into(), ..VpsieConfig::default() };
         assert!(check_scheme(&cfg("http://127.0.0.1:9")).is_ok());
         assert!(check_scheme(&cfg("http://localhost:9")).is_ok());
         assert!(check_scheme(&cfg("http://[::1]:9")).is_ok());

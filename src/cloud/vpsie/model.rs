@@ -8,26 +8,15 @@ use crate::cloud::{AddOutcome, CloudGroup, Offering, Worker, WorkerState};
 
 /// One entry of `POST {K}/offers`.
 pub fn offering(v: &Value) -> Option<Offering> {
-    let id = field(
-        v,
-        &["id", "kubeSizeId", "KubeSizeID", "boxsize_id"],
-        lenient_u64,
-    )?;
+    let id = field(v, &["id", "kubeSizeId", "KubeSizeID", "boxsize_id"], lenient_u64)?;
     let monthly = field(v, &["price", "monthly_price", "priceMonthly"], lenient_f64).unwrap_or(0.0);
-    let hourly = field(
-        v,
-        &["hourly_price", "hourlyPrice", "price_hourly"],
-        lenient_f64,
-    )
-    .unwrap_or_else(|| Offering::hourly_from_monthly(monthly));
+    let hourly = field(v, &["hourly_price", "hourlyPrice", "price_hourly"], lenient_f64)
+        .unwrap_or_else(|| Offering::hourly_from_monthly(monthly));
     Some(Offering {
         id,
         identifier: field(v, &["identifier", "uuid"], lenient_string),
-        name: field(v, &["name", "nickname"], lenient_string)
-            .unwrap_or_else(|| format!("size-{id}")),
-        cpu: field(v, &["cpu", "vcpu"], lenient_u64)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(0),
+        name: field(v, &["name", "nickname"], lenient_string).unwrap_or_else(|| format!("size-{id}")),
+        cpu: field(v, &["cpu", "vcpu"], lenient_u64).and_then(|c| u32::try_from(c).ok()).unwrap_or(0),
         ram_mib: field(v, &["ram", "memory"], lenient_u64).unwrap_or(0),
         disk_gb: field(v, &["disk", "ssd", "storage"], lenient_u64).unwrap_or(0),
         monthly_price: monthly,
@@ -63,22 +52,13 @@ pub fn groups(data: &Value) -> Vec<CloudGroup> {
 /// Worker entries of `GET {K}/cluster/byId/{id}`: `nodes[]`, or the `slaves` array that one
 /// client falls back to. Masters are dropped.
 pub fn workers(cluster: &Value) -> Vec<Worker> {
-    let nodes = ["nodes", "slaves", "workers"]
-        .iter()
-        .find_map(|k| cluster.get(*k).and_then(Value::as_array));
-    nodes
-        .map(|n| n.iter().filter_map(worker).collect())
-        .unwrap_or_default()
+    let nodes = ["nodes", "slaves", "workers"].iter().find_map(|k| cluster.get(*k).and_then(Value::as_array));
+    nodes.map(|n| n.iter().filter_map(worker).collect()).unwrap_or_default()
 }
 
 fn worker(v: &Value) -> Option<Worker> {
-    let role = field(
-        v,
-        &["node_type", "role", "type", "nodeType"],
-        lenient_string,
-    )
-    .unwrap_or_default()
-    .to_ascii_lowercase();
+    let role =
+        field(v, &["node_type", "role", "type", "nodeType"], lenient_string).unwrap_or_default().to_ascii_lowercase();
     if role.contains("master") || role.contains("control") {
         return None;
     }
@@ -91,24 +71,11 @@ fn worker(v: &Value) -> Option<Worker> {
     Some(Worker {
         identifier,
         hostname,
-        ip: field(
-            v,
-            &["default_ip", "ip", "publicIp", "public_ip"],
-            lenient_string,
-        ),
+        ip: field(v, &["default_ip", "ip", "publicIp", "public_ip"], lenient_string),
         private_ip: field(v, &["private_ip", "privateIp"], lenient_string),
-        group_id: field(
-            v,
-            &["group_id", "groupId", "node_group_id", "nodeGroupId"],
-            lenient_u64,
-        ),
+        group_id: field(v, &["group_id", "groupId", "node_group_id", "nodeGroupId"], lenient_u64),
         state,
-        created: field(
-            v,
-            &["created_on", "createdOn", "created_at"],
-            lenient_string,
-        )
-        .and_then(|s| parse_time(&s)),
+        created: field(v, &["created_on", "createdOn", "created_at"], lenient_string).and_then(|s| parse_time(&s)),
     })
 }
 

@@ -36,16 +36,10 @@ impl Default for Backoff {
 impl Backoff {
     /// Delay before retry number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let exp = self.initial.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let base = exp.min(self.max);
         let j = self.jitter.clamp(0.0, 1.0);
-        let factor = if j > 0.0 {
-            rand::rng().random_range((1.0 - j)..=(1.0 + j))
-        } else {
-            1.0
-        };
+        let factor = if j > 0.0 { rand::rng().random_range((1.0 - j)..=(1.0 + j)) } else { 1.0 };
         base.mul_f64(factor).min(self.max)
     }
 }
@@ -63,11 +57,7 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_secs(30),
-            close_after: 2,
-        }
+        Self { failure_threshold: 5, open_for: Duration::from_secs(30), close_after: 2 }
     }
 }
 
@@ -103,10 +93,7 @@ pub struct Permit {
 
 impl CircuitBreaker {
     pub fn new(cfg: BreakerConfig) -> Self {
-        Self {
-            cfg,
-            inner: Mutex::new(Inner::Closed { failures: 0 }),
-        }
+        Self { cfg, inner: Mutex::new(Inner::Closed { failures: 0 }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -132,21 +119,14 @@ impl CircuitBreaker {
             Inner::Closed { .. } => Ok(Permit { probe: false }),
             Inner::Open { until } if now < until => Err(until - now),
             Inner::Open { .. } => {
-                *inner = Inner::HalfOpen {
-                    probe_since: Some(now),
-                    successes: 0,
-                };
+                *inner = Inner::HalfOpen { probe_since: Some(now), successes: 0 };
                 Ok(Permit { probe: true })
             }
-            Inner::HalfOpen {
-                probe_since: Some(since),
-                ..
-            } if now.duration_since(since) < self.cfg.open_for => Err(Duration::from_millis(100)),
+            Inner::HalfOpen { probe_since: Some(since), .. } if now.duration_since(since) < self.cfg.open_for => {
+                Err(Duration::from_millis(100))
+            }
             Inner::HalfOpen { successes, .. } => {
-                *inner = Inner::HalfOpen {
-                    probe_since: Some(now),
-                    successes,
-                };
+                *inner = Inner::HalfOpen { probe_since: Some(now), successes };
                 Ok(Permit { probe: true })
             }
         }
@@ -155,17 +135,11 @@ impl CircuitBreaker {
     /// Records whether the request failed in a way that counts (5xx, 429, transport).
     pub fn record(&self, permit: Permit, failed: bool) {
         let mut inner = self.lock();
-        let open = || Inner::Open {
-            until: Instant::now() + self.cfg.open_for,
-        };
+        let open = || Inner::Open { until: Instant::now() + self.cfg.open_for };
         *inner = match (&*inner, failed) {
             (Inner::Closed { failures }, true) => {
                 let failures = failures + 1;
-                if failures >= self.cfg.failure_threshold {
-                    open()
-                } else {
-                    Inner::Closed { failures }
-                }
+                if failures >= self.cfg.failure_threshold { open() } else { Inner::Closed { failures } }
             }
             (Inner::Closed { .. }, false) => Inner::Closed { failures: 0 },
             (Inner::HalfOpen { .. }, true) if permit.probe => open(),
@@ -174,24 +148,14 @@ impl CircuitBreaker {
                 if successes >= self.cfg.close_after {
                     Inner::Closed { failures: 0 }
                 } else {
-                    Inner::HalfOpen {
-                        probe_since: None,
-                        successes,
-                    }
+                    Inner::HalfOpen { probe_since: None, successes }
                 }
             }
             // A request admitted while closed that finished after the breaker moved on
             // does not change the new state.
-            (
-                Inner::HalfOpen {
-                    probe_since,
-                    successes,
-                },
-                _,
-            ) => Inner::HalfOpen {
-                probe_since: *probe_since,
-                successes: *successes,
-            },
+            (Inner::HalfOpen { probe_since, successes }, _) => {
+                Inner::HalfOpen { probe_since: *probe_since, successes: *successes }
+            }
             (Inner::Open { until }, _) => Inner::Open { until: *until },
         };
     }
@@ -208,11 +172,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate_per_sec: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        Self {
-            rate: rate_per_sec.max(0.001),
-            burst,
-            state: tokio::sync::Mutex::new((burst, Instant::now())),
-        }
+        Self { rate: rate_per_sec.max(0.001), burst, state: tokio::sync::Mutex::new((burst, Instant::now())) }
     }
 
     /// Waits for a token. The lock is held while sleeping so waiters queue fairly.
@@ -283,10 +243,7 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         let probe = b.acquire();
         assert!(probe.is_ok());
-        assert!(
-            b.acquire().is_err(),
-            "second probe refused while one is in flight"
-        );
+        assert!(b.acquire().is_err(), "second probe refused while one is in flight");
         if let Ok(p) = probe {
             b.record(p, false);
         }
@@ -310,10 +267,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stays_bounded() {
-        let b = Backoff {
-            jitter: 0.0,
-            ..Backoff::default()
-        };
+        let b = Backoff { jitter: 0.0, ..Backoff::default() };
         assert_eq!(b.delay(1), Duration::from_millis(200));
         assert_eq!(b.delay(2), Duration::from_millis(400));
         assert_eq!(b.delay(40), Duration::from_secs(10));

@@ -6,9 +6,5 @@ pub const OFFERINGS: (&str, &str) = ("/apps/v2/k8s/offers", "POST");
 pub const GROUPS: (&str, &str) = ("/apps/v2/k8s/node/groups/byClusterId/{cluster}", "GET");
 pub const CREATE_GROUP: (&str, &str) = ("/apps/v2/k8s/cluster/add/group", "POST");
 pub const CLUSTER: (&str, &str) = ("/apps/v2/k8s/cluster/byId/{cluster}", "GET");
-pub const ADD_WORKER: (&str, &str) = (
-    "/apps/v2/k8s/cluster/byId/{cluster}/add/slave/group/{group}",
-    "POST",
-);
-pub const DELETE_WORKER: (&str, &str) =
-    ("/apps/v2/k8s/cluster/byId/{cluster}/delete/slave", "DELETE");
+pub const ADD_WORKER: (&str, &str) = ("/apps/v2/k8s/cluster/byId/{cluster}/add/slave/group/{group}", "POST");
+pub const DELETE_WORKER: (&str, &str) = ("/apps/v2/k8s/cluster/byId/{cluster}/delete/slave", "DELETE");

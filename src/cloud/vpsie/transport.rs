@@ -50,26 +50,15 @@ impl VpsieClient {
 
     async fn current_token(&self) -> Result<Secret, CloudError> {
         let exchange = |body: Value| async move {
-            let call = Call {
-                method: Method::POST,
-                path: self.cfg.auth_path.clone(),
-                body: Some(body),
-                idempotent: true,
-            };
+            let call =
+                Call { method: Method::POST, path: self.cfg.auth_path.clone(), body: Some(body), idempotent: true };
             self.execute(&call, None).await.0.map(|e| e.data)
         };
-        self.tokens
-            .token(exchange)
-            .await
-            .map_err(|e| self.scrubbed(e))
+        self.tokens.token(exchange).await.map_err(|e| self.scrubbed(e))
     }
 
     /// Attempts (with retries if idempotent) and returns the last result and HTTP status.
-    async fn execute(
-        &self,
-        call: &Call,
-        token: Option<&Secret>,
-    ) -> (Result<Envelope, CloudError>, Option<u16>) {
+    async fn execute(&self, call: &Call, token: Option<&Secret>) -> (Result<Envelope, CloudError>, Option<u16>) {
         let mut retries = 0;
         let mut last: Option<(CloudError, Option<u16>)> = None;
         loop {
@@ -117,10 +106,7 @@ impl VpsieClient {
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(t) = token {
             // Sensitive headers are masked by hyper/reqwest debug output.
-            match (
-                HeaderValue::from_str(t.expose()),
-                HeaderValue::from_str(&format!("Bearer {}", t.expose())),
-            ) {
+            match (HeaderValue::from_str(t.expose()), HeaderValue::from_str(&format!("Bearer {}", t.expose()))) {
                 (Ok(mut v), Ok(mut b)) => {
                     v.set_sensitive(true);
                     b.set_sensitive(true);
@@ -137,21 +123,14 @@ impl VpsieClient {
                 }
             }
         }
-        let mut req = self
-            .http
-            .request(call.method.clone(), url)
-            .headers(headers)
-            .timeout(self.cfg.request_timeout);
+        let mut req = self.http.request(call.method.clone(), url).headers(headers).timeout(self.cfg.request_timeout);
         if let Some(body) = &call.body {
             req = req.json(body);
         }
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                return Attempt {
-                    result: Err(transport_error(&e)),
-                    status: None,
-                };
+                return Attempt { result: Err(transport_error(&e)), status: None };
             }
         };
         let status = resp.status().as_u16();
@@ -163,16 +142,10 @@ impl VpsieClient {
         let body = match self.read_body(resp).await {
             Ok(b) => b,
             Err(e) => {
-                return Attempt {
-                    result: Err(e),
-                    status: Some(status),
-                };
+                return Attempt { result: Err(e), status: Some(status) };
             }
         };
-        Attempt {
-            result: parse_response(status, &body, retry_after),
-            status: Some(status),
-        }
+        Attempt { result: parse_response(status, &body, retry_after), status: Some(status) }
     }
 
     async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, CloudError> {
@@ -198,23 +171,11 @@ impl VpsieClient {
     fn scrubbed(&self, e: CloudError) -> CloudError {
         let s = |m: String| scrub(&m, &self.secret_values);
         match e {
-            CloudError::NotFound { message } => CloudError::NotFound {
-                message: s(message),
-            },
-            CloudError::QuotaExceeded { message } => CloudError::QuotaExceeded {
-                message: s(message),
-            },
-            CloudError::Unauthorized { message } => CloudError::Unauthorized {
-                message: s(message),
-            },
-            CloudError::Transient { status, message } => CloudError::Transient {
-                status,
-                message: s(message),
-            },
-            CloudError::Permanent { status, message } => CloudError::Permanent {
-                status,
-                message: s(message),
-            },
+            CloudError::NotFound { message } => CloudError::NotFound { message: s(message) },
+            CloudError::QuotaExceeded { message } => CloudError::QuotaExceeded { message: s(message) },
+            CloudError::Unauthorized { message } => CloudError::Unauthorized { message: s(message) },
+            CloudError::Transient { status, message } => CloudError::Transient { status, message: s(message) },
+            CloudError::Permanent { status, message } => CloudError::Permanent { status, message: s(message) },
             other => other,
         }
     }
@@ -283,29 +244,17 @@ mod tests {
 
     #[test]
     fn the_breaker_counts_5xx_429_and_transport_failures_only() {
-        let t = |s| {
-            Err(CloudError::Transient {
-                status: s,
-                message: String::new(),
-            })
-        };
+        let t = |s| Err(CloudError::Transient { status: s, message: String::new() });
         assert!(counts_against_breaker(&t(None)));
         assert!(counts_against_breaker(&t(Some(500))));
         assert!(!counts_against_breaker(&t(Some(200))));
-        assert!(counts_against_breaker(&Err(CloudError::RateLimited {
-            retry_after: None
-        })));
-        assert!(!counts_against_breaker(&Err(CloudError::NotFound {
-            message: String::new()
-        })));
+        assert!(counts_against_breaker(&Err(CloudError::RateLimited { retry_after: None })));
+        assert!(!counts_against_breaker(&Err(CloudError::NotFound { message: String::new() })));
     }
 
     #[test]
     fn only_gateway_errors_timeouts_and_rate_limits_are_retried_in_line() {
-        let t = |s| CloudError::Transient {
-            status: s,
-            message: String::new(),
-        };
+        let t = |s| CloudError::Transient { status: s, message: String::new() };
         assert!(retry_in_line(&t(None)));
         assert!(retry_in_line(&t(Some(503))));
         assert!(!retry_in_line(&t(Some(500))));
