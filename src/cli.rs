@@ -30,6 +30,25 @@ pub enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Serve the VPSie API simulator (the real HTTP dialect, with a fault-injection admin API under /_sim/).
+    Sim(SimArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address to serve the simulated VPSie API on.
+    #[arg(long, env = "VPSIE_SIM_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// Simulator config (YAML or JSON: seed, clusters, timings, time_scale, tokens); defaults otherwise.
+    #[arg(long, env = "VPSIE_SIM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Real seconds per virtual second (0.01 runs the world 100x faster); overrides the config file.
+    #[arg(long, env = "VPSIE_SIM_TIME_SCALE")]
+    pub time_scale: Option<f64>,
+    /// Kubeconfig of a cluster in which to register a KWOK-managed Node when a worker joins, as VPSie's
+    /// own join would, and to remove it when the worker is gone.
+    #[arg(long, env = "VPSIE_SIM_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -18,5 +18,9 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(cli.log_format, &cli.log_level)?;
             run::run(args).await
         }
+        Command::Sim(args) => {
+            telemetry::init(cli.log_format, &cli.log_level)?;
+            run::sim(args).await
+        }
     }
 }

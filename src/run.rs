@@ -123,6 +123,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `sim` subcommand: the VPSie API simulator on a socket, optionally registering Nodes in a cluster.
+pub async fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
+    use crate::cloud::sim::{NodeRegistrar, Sim, SimConfig, serve};
+    let mut cfg: SimConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_yaml::from_str(&text).with_context(|| format!("invalid simulator config {}", path.display()))?
+        }
+        None => SimConfig::default(),
+    };
+    if let Some(scale) = args.time_scale {
+        anyhow::ensure!(scale > 0.0 && scale.is_finite(), "--time-scale must be a positive number, got {scale}");
+        cfg.settings.time_scale = scale;
+    }
+    let registrar: Option<Arc<dyn NodeRegistrar>> = match &args.kubeconfig {
+        Some(path) => Some(Arc::new(crate::simnodes::KubeNodeRegistrar::new(kube_client(Some(path)).await?))),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, nodes = registrar.is_some(), "VPSie API simulator listening");
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone());
+    serve(Sim::new(cfg), listener, registrar, async move { shutdown.cancelled().await }).await?;
+    Ok(())
+}
+
 fn hostname() -> anyhow::Result<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
