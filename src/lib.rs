@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod drain;
 pub mod lease;
 pub mod metrics;
 pub mod run;
