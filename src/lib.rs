@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod drain;
 pub mod lease;
 pub mod metrics;
 pub mod run;
