@@ -80,6 +80,15 @@ pub struct RunArgs {
     /// Pause between leader-election attempts.
     #[arg(long, env = "VPSIE_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub lease_retry_period: std::time::Duration,
+    /// VPSie API base URL (scheme and host); the Secret's `url` key overrides it.
+    #[arg(long, env = "VPSIE_API_URL", default_value = "https://api.vpsie.com")]
+    pub vpsie_url: String,
+    /// Secret holding the VPSie credentials (`token`/`apiKey`, or `clientId` + `clientSecret`).
+    #[arg(long, env = "VPSIE_SECRET_NAME", default_value = "vpsie-secret")]
+    pub vpsie_secret: String,
+    /// Namespace of that Secret.
+    #[arg(long, env = "VPSIE_SECRET_NAMESPACE", default_value = "kube-system")]
+    pub vpsie_secret_namespace: String,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

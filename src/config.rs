@@ -60,6 +60,10 @@ pub struct NodeLifecycle {
     pub provisioning_timeout: KubeDuration,
     #[serde(default = "secs::<900>")]
     pub joining_timeout: KubeDuration,
+    /// How long a scale-down drain may take before the node is kept (PDBs are never overridden unless the
+    /// group says `forceDrain`).
+    #[serde(default = "secs::<600>")]
+    pub drain_timeout: KubeDuration,
 }
 
 fn one() -> i32 {
@@ -92,7 +96,7 @@ impl Default for RebalancerDefaults {
 
 impl Default for NodeLifecycle {
     fn default() -> Self {
-        Self { provisioning_timeout: secs::<600>(), joining_timeout: secs::<900>() }
+        Self { provisioning_timeout: secs::<600>(), joining_timeout: secs::<900>(), drain_timeout: secs::<600>() }
     }
 }
 
@@ -126,6 +130,25 @@ impl RebalancerDefaults {
             rollback_on_failure: g.rollback_on_failure.unwrap_or(self.rollback_on_failure),
             min_node_age: dur(g.min_node_age.as_ref(), &self.min_node_age),
             min_savings_percent: g.min_savings_percent.unwrap_or(self.min_savings_percent).clamp(0, 100) as u32,
+        }
+    }
+}
+
+/// [`NodeLifecycle`] with its durations parsed (they were checked when the file was loaded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LifecycleTimeouts {
+    pub provisioning_timeout: Duration,
+    pub joining_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl NodeLifecycle {
+    pub fn timeouts(&self) -> LifecycleTimeouts {
+        let d = |k: &KubeDuration, fallback: u64| k.to_duration().unwrap_or(Duration::from_secs(fallback));
+        LifecycleTimeouts {
+            provisioning_timeout: d(&self.provisioning_timeout, 600),
+            joining_timeout: d(&self.joining_timeout, 900),
+            drain_timeout: d(&self.drain_timeout, 600),
         }
     }
 }
@@ -181,6 +204,7 @@ impl Config {
         let l = &self.node_lifecycle;
         bounded("nodeLifecycle.provisioningTimeout", &l.provisioning_timeout, s(10), s(6 * 3600))?;
         bounded("nodeLifecycle.joiningTimeout", &l.joining_timeout, s(10), s(6 * 3600))?;
+        bounded("nodeLifecycle.drainTimeout", &l.drain_timeout, s(1), s(24 * 3600))?;
         Ok(())
     }
 }

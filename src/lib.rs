@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod cloud;
+pub mod cloud_setup;
 pub mod config;
 pub mod controller;
 pub mod crd;

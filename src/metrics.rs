@@ -15,6 +15,7 @@ use prometheus_client::{
 /// Every metric of the process.
 pub struct Metrics {
     pub controller: ControllerMetrics,
+    pub lifecycle: LifecycleMetrics,
     pub leader: LeaderMetrics,
     pub rebalancer: RebalancerMetrics,
 }
@@ -24,6 +25,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         Self {
             controller: ControllerMetrics::register(registry),
+            lifecycle: LifecycleMetrics::register(registry),
             leader: LeaderMetrics::register(registry),
             rebalancer: RebalancerMetrics::register(registry),
         }
@@ -159,5 +161,97 @@ impl RebalancerMetrics {
             m.nodes_replaced.clone(),
         );
         m
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    pub nodegroup: String,
+}
+
+/// Workers coming and going: adds, durations, scale decisions, sizes.
+pub struct LifecycleMetrics {
+    pub add_calls: Counter,
+    pub cloud_errors: Family<KindLabel, Counter>,
+    pub provisioning_duration: Histogram,
+    pub drain_duration: Histogram,
+    pub scale_ups: Family<ResultLabel, Counter>,
+    pub scale_downs: Family<ResultLabel, Counter>,
+    pub vpsienodes: Family<PhaseLabel, Gauge>,
+    /// Node group sizes; the label is the NodeGroup's name, which operators choose and keep few.
+    pub group_size: Family<GroupLabel, Gauge>,
+    pub pending_unschedulable_pods: Gauge,
+    /// Seconds from a pod becoming unschedulable to the add call made for it.
+    pub scale_up_latency: Histogram,
+}
+
+impl LifecycleMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            add_calls: Counter::default(),
+            cloud_errors: Family::default(),
+            provisioning_duration: Histogram::new(exponential_buckets(5.0, 2.0, 10)),
+            drain_duration: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            scale_ups: Family::default(),
+            scale_downs: Family::default(),
+            vpsienodes: Family::default(),
+            group_size: Family::default(),
+            pending_unschedulable_pods: Gauge::default(),
+            scale_up_latency: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
+        };
+        registry.register("vpsie_autoscaler_worker_adds", "Add-worker calls made to VPSie", m.add_calls.clone());
+        registry.register("vpsie_autoscaler_cloud_errors", "Cloud refusals that failed a VPSieNode, by kind", m.cloud_errors.clone());
+        registry.register(
+            "vpsie_autoscaler_provisioning_duration_seconds",
+            "From the add request to the node being Ready",
+            m.provisioning_duration.clone(),
+        );
+        registry.register("vpsie_autoscaler_drain_duration_seconds", "Duration of successful drains", m.drain_duration.clone());
+        registry.register("vpsie_autoscaler_scale_ups", "Scale-up decisions carried out, by result", m.scale_ups.clone());
+        registry.register("vpsie_autoscaler_scale_downs", "Scale-down attempts, by result", m.scale_downs.clone());
+        registry.register("vpsie_autoscaler_vpsienodes", "VPSieNodes by phase", m.vpsienodes.clone());
+        registry.register("vpsie_autoscaler_nodegroup_size", "Non-terminating VPSieNodes per NodeGroup", m.group_size.clone());
+        registry.register(
+            "vpsie_autoscaler_pending_unschedulable_pods",
+            "Pods the scheduler could not place",
+            m.pending_unschedulable_pods.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_scale_up_latency_seconds",
+            "From a pod becoming unschedulable to the add call for it",
+            m.scale_up_latency.clone(),
+        );
+        m
+    }
+
+    pub fn cloud_errors(&self, kind: &'static str) {
+        self.cloud_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn observe_provisioning(&self, d: std::time::Duration) {
+        self.provisioning_duration.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_drain(&self, d: std::time::Duration) {
+        self.drain_duration.observe(d.as_secs_f64());
+    }
+
+    pub fn scale_down_result(&self, result: &'static str) {
+        self.scale_downs.get_or_create(&ResultLabel { result }).inc();
     }
 }

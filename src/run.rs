@@ -70,6 +70,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let cloud = crate::cloud_setup::provider(&client, &args, &mut registry).await?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone());
@@ -105,7 +106,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     tracing::info!(%identity, lease = %args.lease_name, "starting controllers");
-    let ctx = Arc::new(Context { client, config, metrics, leader: leader_rx });
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter { controller: "vpsie-autoscaler".into(), instance: Some(identity.clone()) },
+    );
+    let ctx = Arc::new(Context::new(client, config, cloud, metrics, recorder, leader_rx, shutdown.clone()));
     let controllers = tokio::spawn(controller::run(ctx, readiness, shutdown.clone()));
 
     // Losing the lease ends the process: another replica may already be acting, and a fresh start is the

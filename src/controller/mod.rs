@@ -4,20 +4,28 @@
 //! snapshot), act (only while this replica holds the leader Lease), report (status, events, metrics).
 //! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
 
-use std::{sync::Arc, time::Duration};
+pub mod vpsienode;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, Resource,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, events::Recorder, reflector::ObjectRef, watcher},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
+    cloud::{CloudError, CloudProvider, Offering},
+    config::{Config, LifecycleTimeouts},
     crd::{NodeGroup, Rebalance, VPSieNode},
+    drain::DrainError,
     metrics::{ControllerLabel, ErrorLabels, Metrics, ReconcileLabels},
     server::Readiness,
 };
@@ -26,14 +34,74 @@ use crate::{
 pub struct Context {
     pub client: Client,
     pub config: Config,
+    pub lifecycle: LifecycleTimeouts,
+    pub cloud: Arc<dyn CloudProvider>,
     pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
     /// True while this replica holds the leader Lease.
     pub leader: watch::Receiver<bool>,
+    /// The one shutdown signal; long steps (drains) end early on it.
+    pub shutdown: CancellationToken,
+    offerings: tokio::sync::Mutex<HashMap<String, (Instant, Vec<Offering>)>>,
+    add_locks: Mutex<HashMap<(String, u64), Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// Catalogue prices change rarely; asking once per few minutes spares the API's rate limit.
+const OFFERINGS_TTL: Duration = Duration::from_secs(300);
+
 impl Context {
+    pub fn new(
+        client: Client,
+        config: Config,
+        cloud: Arc<dyn CloudProvider>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        leader: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let lifecycle = config.node_lifecycle.timeouts();
+        Self {
+            client,
+            config,
+            lifecycle,
+            cloud,
+            metrics,
+            recorder,
+            leader,
+            shutdown,
+            offerings: Default::default(),
+            add_locks: Default::default(),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
+    }
+
+    /// The offering a NodeGroup names (by plan identifier, numeric size id or name), from a cached catalogue.
+    pub async fn offering(&self, datacenter: &str, wanted: &str) -> Result<Option<Offering>, CloudError> {
+        let all = self.offerings(datacenter).await?;
+        Ok(all.into_iter().find(|o| {
+            o.identifier.as_deref() == Some(wanted) || o.id.to_string() == wanted || o.name.eq_ignore_ascii_case(wanted)
+        }))
+    }
+
+    pub async fn offerings(&self, datacenter: &str) -> Result<Vec<Offering>, CloudError> {
+        let mut cache = self.offerings.lock().await;
+        if let Some((at, list)) = cache.get(datacenter)
+            && at.elapsed() < OFFERINGS_TTL
+        {
+            return Ok(list.clone());
+        }
+        let list = self.cloud.offerings(datacenter).await?;
+        cache.insert(datacenter.to_string(), (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// One lock per VPSie group: adds to a group are serialized until their worker is discovered.
+    pub fn add_lock(&self, cluster: &str, group: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.add_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry((cluster.to_string(), group)).or_default().clone()
     }
 }
 
@@ -43,24 +111,48 @@ pub enum Error {
     Read { kind: &'static str, source: kube::Error },
     #[error("writing {kind} failed: {source}")]
     Write { kind: &'static str, source: kube::Error },
+    #[error("{action} failed: {source}")]
+    Cloud { action: &'static str, source: CloudError },
+    #[error(transparent)]
+    Drain(DrainError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
+    pub fn cloud(action: &'static str, source: CloudError) -> Self {
+        Self::Cloud { action, source }
+    }
+
+    pub fn drain(source: DrainError) -> Self {
+        Self::Drain(source)
+    }
+
     /// Bounded label for metrics and event reasons.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Read { .. } => "KubeRead",
             Self::Write { .. } => "KubeWrite",
+            Self::Cloud { source, .. } => source.kind(),
+            Self::Drain(e) => e.kind(),
+            Self::Finalizer(_) => "Finalizer",
+        }
+    }
+
+    /// How long the cloud asked us to wait, when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Cloud { source, .. } => source.retry_after(),
+            _ => None,
         }
     }
 }
 
 /// While not leading, a controller only keeps its cache warm; it looks again when leadership may have
 /// changed hands.
-const FOLLOWER_RECHECK: Duration = Duration::from_secs(30);
+pub(crate) const FOLLOWER_RECHECK: Duration = Duration::from_secs(5);
 
 /// The reconcile of a controller that does not act yet: it observes and reports that it saw the object.
-/// The lifecycle issues replace these with the real pipelines.
 async fn observe<K>(obj: Arc<K>, ctx: Arc<Context>, controller: &'static str) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()>,
@@ -70,18 +162,18 @@ where
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
     tracing::debug!(controller, object = %ObjectRef::from_obj(obj.as_ref()), "observed");
-    ctx.metrics
-        .controller
-        .duration
-        .get_or_create(&ControllerLabel { controller })
-        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.controller.duration.get_or_create(&ControllerLabel { controller }).observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+pub(crate) fn record_error(ctx: &Context, controller: &'static str, error: &Error) {
+    ctx.metrics.controller.errors.get_or_create(&ErrorLabels { controller, kind: error.kind() }).inc();
+    tracing::warn!(controller, error = %error, "reconcile failed");
 }
 
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |_obj, error, ctx| {
-        ctx.metrics.controller.errors.get_or_create(&ErrorLabels { controller, kind: error.kind() }).inc();
-        tracing::warn!(controller, error = %error, "reconcile failed");
+        record_error(&ctx, controller, error);
         Action::requeue(Duration::from_secs(15))
     }
 }
@@ -163,10 +255,24 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
         }};
     }
 
+    let drive_vpsienodes = {
+        let ctx = ctx.clone();
+        vpsienodes
+            .graceful_shutdown_on({
+                let s = shutdown.clone();
+                async move { s.cancelled().await }
+            })
+            .run(vpsienode::reconcile, vpsienode::error_policy, ctx.clone())
+            .for_each(move |res| {
+                let ctx = ctx.clone();
+                async move { count(&ctx, "vpsienode", res.is_ok()) }
+            })
+    };
+
     tokio::select! {
         _ = futures::future::join3(
             drive!(nodegroups, "nodegroup"),
-            drive!(vpsienodes, "vpsienode"),
+            drive_vpsienodes,
             drive!(rebalances, "rebalance"),
         ) => {}
         _ = node_watch => {}

@@ -138,6 +138,10 @@ pub struct VPSieNodeStatus {
     pub ready_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining_started_at: Option<Time>,
+    /// Whether this controller cordoned the node for the drain (a node already cordoned by someone else is
+    /// never uncordoned by us). Recorded before the cordon is made.
+    #[serde(default)]
+    pub cordoned_by_us: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminating_started_at: Option<Time>,
     /// When `phase` last changed.

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},

@@ -1,0 +1,158 @@
+//! VPSieNode controller: one worker from the request to its deletion.
+//!
+//! Pipeline per reconcile: observe (the object, fresh where an action depends on it), decide (the step of
+//! the current phase), act (one cloud or Kubernetes call), report (status through server-side apply,
+//! an Event per phase transition, metrics). Phases: `Pending → Provisioning → Joining → Ready`, then
+//! `Draining → Terminating`, or `Failed`. Every fact a restarted leader needs (the workers the group held
+//! before the add, when the add was asked, the worker's identifier) is in the status before it matters.
+
+mod join;
+mod provision;
+mod terminate;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use futures::{FutureExt, future::BoxFuture};
+use serde_json::json;
+
+use super::{Context, Error};
+use crate::crd::{FIELD_MANAGER, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
+
+/// Deleting a VPSieNode waits for this finalizer: it drains the node and deletes the VM first.
+pub const FINALIZER: &str = "autoscaler.vpsie.com/vm-cleanup";
+
+/// How often a phase that waits on the outside world looks again.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Boxed so the future's `Send` is proven here, with concrete lifetimes; the controller runtime's generic
+/// bound otherwise trips over the references the phase steps hold across awaits.
+pub fn reconcile(vn: Arc<VPSieNode>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    reconcile_inner(vn, ctx).boxed()
+}
+
+async fn reconcile_inner(vn: Arc<VPSieNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.is_leader() {
+        return Ok(Action::requeue(super::FOLLOWER_RECHECK));
+    }
+    let ns = vn.namespace().unwrap_or_default();
+    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, vn, move |event| async move {
+        match event {
+            Finalizer::Apply(vn) => apply(vn, &ctx).await,
+            Finalizer::Cleanup(vn) => terminate::cleanup(vn, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+async fn apply(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
+    let phase = vn.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    match phase {
+        VPSieNodePhase::Pending => provision::request(vn, ctx).await,
+        VPSieNodePhase::Provisioning => provision::discover(vn, ctx).await,
+        VPSieNodePhase::Joining => join::link(vn, ctx).await,
+        VPSieNodePhase::Ready => join::keep(vn, ctx).await,
+        VPSieNodePhase::Draining => terminate::drain(vn, ctx).await,
+        VPSieNodePhase::Terminating => terminate::finish(vn, ctx).await,
+        VPSieNodePhase::Failed => terminate::release_failed(vn, ctx).await,
+    }
+}
+
+pub fn error_policy(_vn: Arc<VPSieNode>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::record_error(&ctx, "vpsienode", error);
+    Action::requeue(error.retry_after().unwrap_or(Duration::from_secs(10)))
+}
+
+/// The status to build on: the object's, or an empty one.
+fn current(vn: &VPSieNode) -> VPSieNodeStatus {
+    vn.status.clone().unwrap_or_default()
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Seconds since a recorded time; an absent time counts as "just now" so that nothing times out on a
+/// field we failed to record.
+fn elapsed_since(t: Option<&Time>) -> Duration {
+    t.and_then(|t| Timestamp::now().duration_since(t.0).try_into().ok()).unwrap_or_default()
+}
+
+/// Writes the whole status with server-side apply under our field manager. With `expect_version` the
+/// write only succeeds against that resourceVersion, which guards the steps that must never run twice.
+async fn write_status(
+    ctx: &Context,
+    vn: &VPSieNode,
+    status: &VPSieNodeStatus,
+    expect_version: Option<&str>,
+) -> Result<VPSieNode, Error> {
+    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
+    let mut metadata = json!({ "name": vn.name_any() });
+    if let Some(rv) = expect_version {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    let patch = json!({
+        "apiVersion": "autoscaler.vpsie.com/v1alpha1",
+        "kind": "VPSieNode",
+        "metadata": metadata,
+        "status": status,
+    });
+    api.patch_status(&vn.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Write { kind: "VPSieNode status", source })
+}
+
+/// Moves to `phase` with a reason, stamping the transition time, and records a Kubernetes Event.
+async fn transition(
+    ctx: &Context,
+    vn: &VPSieNode,
+    mut status: VPSieNodeStatus,
+    phase: VPSieNodePhase,
+    reason: &str,
+    message: impl Into<String>,
+) -> Result<VPSieNode, Error> {
+    let message = message.into();
+    let changed = status.phase != phase;
+    status.phase = phase;
+    status.reason = Some(reason.to_string());
+    status.message = Some(message.clone());
+    if changed {
+        status.last_phase_transition = Some(now());
+    }
+    let written = write_status(ctx, vn, &status, None).await?;
+    if changed {
+        let type_ = if phase == VPSieNodePhase::Failed { EventType::Warning } else { EventType::Normal };
+        publish(ctx, vn, type_, reason, phase.as_str(), &message).await;
+        tracing::info!(vpsienode = %vn.name_any(), phase = phase.as_str(), reason, %message, "phase transition");
+    }
+    Ok(written)
+}
+
+/// Records an Event on the object; a failure to record is logged, never fatal.
+async fn publish(ctx: &Context, vn: &VPSieNode, type_: EventType, reason: &str, action: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &vn.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not record event");
+    }
+}
+

@@ -1,0 +1,158 @@
+//! A VPSieNode's life against the real control plane and the VPSie simulator: the worker is added once,
+//! found, joins as a KWOK Node with the group's labels and taints, and is deleted by identifier when the
+//! VPSieNode goes. Cloud faults end in `Failed` with the right reason and leave no worker behind.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::json;
+use support::{env, eventually, stack::Stack};
+use vpsie_autoscaler::crd::{NODEGROUP_LABEL, NodeGroup, VPSieNode, VPSieNodePhase, VPSieNodeSpec};
+
+const CONFIG: &str = "
+nodeLifecycle:
+  provisioningTimeout: 12s
+  joiningTimeout: 12s
+  drainTimeout: 10s
+";
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn stack() -> &'static Stack {
+    support::stack::stack(CONFIG)
+}
+
+async fn setup(prefix: &str) -> (support::TestNamespace, Api<VPSieNode>, String) {
+    let env = env();
+    let stack = stack();
+    let ns = env.namespace(prefix).await;
+    let client = env.admin().await;
+    let offering = stack.offerings().await.into_iter().next().expect("an offering");
+    let group: NodeGroup = serde_json::from_value(json!({
+        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
+        "metadata": {"name": "workers"},
+        "spec": {
+            "minNodes": 0, "maxNodes": 3,
+            "clusterIdentifier": stack.cluster, "datacenter": stack.datacenter,
+            "offerings": [offering.id.to_string()],
+            "labels": {"workload": prefix},
+            "taints": [{"key": "dedicated", "value": prefix, "effect": "NoSchedule"}],
+        },
+    }))
+    .unwrap();
+    Api::<NodeGroup>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &group).await.unwrap();
+    let vns = Api::<VPSieNode>::namespaced(client, &ns.name);
+    (ns, vns, offering.id.to_string())
+}
+
+fn vpsienode(name: &str, offering: &str) -> VPSieNode {
+    let s = stack();
+    VPSieNode::new(
+        name,
+        VPSieNodeSpec {
+            node_group: "workers".into(),
+            offering: offering.into(),
+            cluster_identifier: s.cluster.clone(),
+            datacenter: s.datacenter.clone(),
+        },
+    )
+}
+
+async fn phase_of(vns: &Api<VPSieNode>, name: &str) -> Option<(VPSieNodePhase, String)> {
+    let vn = vns.get_opt(name).await.ok()??;
+    let status = vn.status?;
+    Some((status.phase, status.reason.unwrap_or_default()))
+}
+
+async fn wait_phase(vns: &Api<VPSieNode>, name: &str, want: VPSieNodePhase) -> VPSieNode {
+    eventually(&format!("{name} in phase {want:?}"), WAIT, || async {
+        let vn = vns.get_opt(name).await.ok()??;
+        (vn.status.as_ref()?.phase == want).then_some(vn)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_vpsienode_becomes_a_labelled_ready_node_and_deleting_it_deletes_the_worker() {
+    let (ns, vns, offering) = setup("life-ok").await;
+    let s = stack();
+    let before = s.live_workers().await.len();
+    vns.create(&PostParams::default(), &vpsienode("w1", &offering)).await.unwrap();
+    let vn = wait_phase(&vns, "w1", VPSieNodePhase::Ready).await;
+    let status = vn.status.clone().unwrap();
+    let node_name = status.node_name.clone().expect("linked node");
+    let worker = status.worker_identifier.clone().expect("worker identifier");
+    assert_eq!(status.reason.as_deref(), Some("NodeReady"));
+    assert!(status.hourly_price.unwrap_or_default() > 0.0);
+    assert!(vn.finalizers().iter().any(|f| f == "autoscaler.vpsie.com/vm-cleanup"));
+
+    let nodes: Api<Node> = Api::all(env().admin().await);
+    let node = nodes.get(&node_name).await.unwrap();
+    assert_eq!(node.labels().get(NODEGROUP_LABEL).map(String::as_str), Some("workers"));
+    assert_eq!(node.labels().get("workload").map(String::as_str), Some("life-ok"));
+    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    assert!(taints.iter().any(|t| t.key == "dedicated" && t.effect == "NoSchedule"), "{taints:?}");
+    let live = s.live_workers().await;
+    assert_eq!(live.len(), before + 1, "exactly one worker was added: {live:?}");
+    assert!(live.iter().any(|(id, _, _)| id == &worker));
+
+    vns.delete("w1", &DeleteParams::default()).await.unwrap();
+    eventually("the VPSieNode is gone", WAIT, || async { vns.get_opt("w1").await.ok()?.is_none().then_some(()) }).await;
+    eventually("the worker is deleted", WAIT, || async {
+        (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
+    })
+    .await;
+    eventually("the Node object is removed", WAIT, || async { nodes.get_opt(&node_name).await.ok()?.is_none().then_some(()) })
+        .await;
+    drop(ns);
+}
+
+/// Creates a VPSieNode under a fault and expects `Failed` with `reason`, and no worker left behind.
+async fn fails_cleanly(prefix: &str, fault: serde_json::Value, reason: &str) {
+    let (_ns, vns, offering) = setup(prefix).await;
+    let s = stack();
+    let rule = s.add_fault(fault).await;
+    vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
+    let vn = wait_phase(&vns, "w", VPSieNodePhase::Failed).await;
+    let status = vn.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some(reason), "message: {:?}", status.message);
+    if let Some(worker) = status.worker_identifier.clone() {
+        eventually("the failed worker is deleted", WAIT, || async {
+            (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
+        })
+        .await;
+    }
+    let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
+    assert!(phase_of(&vns, "w").await.is_some());
+}
+
+#[tokio::test]
+async fn a_quota_refusal_fails_the_vpsienode_with_quota_exceeded() {
+    let fault = json!({"endpoint": "add_worker", "times": 1,
+        "fault": {"kind": "quota", "max_workers": 0, "message": "Worker nodes count exceeds the allowed limit"}});
+    fails_cleanly("life-quota", fault, "QuotaExceeded").await;
+}
+
+#[tokio::test]
+async fn an_asynchronous_create_failure_fails_the_vpsienode_without_a_leak() {
+    let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "fail_create", "immediate": false}});
+    fails_cleanly("life-asyncfail", fault, "ProvisioningFailed").await;
+}
+
+#[tokio::test]
+async fn a_worker_stuck_in_provisioning_times_out_and_is_deleted() {
+    let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "stuck_provisioning"}});
+    fails_cleanly("life-stuck", fault, "ProvisioningTimeout").await;
+}
+
+#[tokio::test]
+async fn a_worker_that_never_joins_times_out_and_is_deleted() {
+    let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "never_join"}});
+    fails_cleanly("life-nojoin", fault, "JoinTimeout").await;
+}

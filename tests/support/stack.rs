@@ -1,0 +1,186 @@
+//! The whole system for end-to-end tests: the VPSie simulator (registering KWOK Nodes in the control
+//! plane as workers join) and one autoscaler replica running as its own ServiceAccount, both real
+//! processes of our binary, stopped by a watchdog when the test binary exits.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use super::{REPO, TestEnv, env};
+
+pub struct Stack {
+    pub sim_url: String,
+    pub metrics_url: String,
+    pub cluster: String,
+    pub datacenter: String,
+    pub dir: PathBuf,
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `cmd` and a watchdog that kills it once this test process is gone.
+fn spawn_owned(mut cmd: Command, log: &PathBuf) -> u32 {
+    let out = std::fs::File::create(log).unwrap();
+    let child = cmd.stdout(Stdio::from(out.try_clone().unwrap())).stderr(Stdio::from(out)).spawn().expect("spawn");
+    let pid = child.id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null; sleep 2; kill -9 {pid} 2>/dev/null",
+        me = std::process::id()
+    );
+    let started = Command::new("setsid").args(["-f", "bash", "-c", &script]).status().expect("watchdog");
+    assert!(started.success());
+    // The child is reaped by the watchdog's kill; we never wait on it.
+    std::mem::forget(child);
+    pid
+}
+
+/// The shared stack of this test binary, started on first use with the given controller config.
+pub fn stack(config_yaml: &str) -> &'static Stack {
+    STACK.get_or_init(|| start(env(), config_yaml))
+}
+
+fn start(env: &TestEnv, config_yaml: &str) -> Stack {
+    let dir = std::env::temp_dir().join(format!("vpsie-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_vpsie-autoscaler");
+
+    let sim_port = free_port();
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let mut sim = Command::new(bin);
+    sim.args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--time-scale", "0.01"])
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig());
+    spawn_owned(sim, &dir.join("sim.log"));
+    let state = wait_for_json(&format!("{sim_url}/_sim/state"));
+    let cluster = state["clusters"][0]["identifier"].as_str().expect("sim cluster identifier").to_string();
+    let datacenter = state["clusters"][0]["datacenter"].as_str().expect("sim datacenter").to_string();
+
+    // Credentials exactly as an operator provides them: the Secret kube-system/vpsie-secret.
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "vpsie-secret", "namespace": "kube-system"},
+        "stringData": {"token": "sim-token", "url": sim_url},
+    });
+    let path = dir.join("secret.json");
+    std::fs::write(&path, secret.to_string()).unwrap();
+    env.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, config_yaml).unwrap();
+    let kubeconfig = env.controller_kubeconfig(&dir);
+    let metrics_port = free_port();
+    let mut controller = Command::new(bin);
+    controller
+        .args(["run", "--identity", "e2e-controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "500ms"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--config")
+        .arg(&config)
+        .env("VPSIE_LOG_LEVEL", "info,vpsie_autoscaler=debug");
+    spawn_owned(controller, &dir.join("controller.log"));
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    wait_for_text(&metrics_url, "vpsie_autoscaler_leader 1");
+    let _ = REPO;
+    Stack { sim_url, metrics_url, cluster, datacenter, dir }
+}
+
+fn get(url: &str) -> Option<String> {
+    let out = Command::new("curl").args(["-sf", "--max-time", "2", url]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for_json(url: &str) -> Value {
+    for _ in 0..200 {
+        if let Some(body) = get(url) {
+            if let Ok(v) = serde_json::from_str(&body) {
+                return v;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} never answered");
+}
+
+fn wait_for_text(url: &str, text: &str) {
+    for _ in 0..300 {
+        if get(url).is_some_and(|b| b.contains(text)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} never showed {text}");
+}
+
+impl Stack {
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
+    }
+
+    pub fn sim_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sim.log")).unwrap_or_default()
+    }
+
+    /// The simulator's full state (clusters, groups, workers with their states).
+    pub async fn sim_state(&self) -> Value {
+        reqwest::get(format!("{}/_sim/state", self.sim_url)).await.unwrap().json().await.unwrap()
+    }
+
+    /// Workers of the simulator that are not gone, as (identifier, hostname, phase).
+    pub async fn live_workers(&self) -> Vec<(String, String, String)> {
+        let state = self.sim_state().await;
+        state["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| {
+                let field = |k: &str| w[k].as_str().unwrap_or_default().to_string();
+                (field("identifier"), field("hostname"), field("phase").to_ascii_lowercase())
+            })
+            .filter(|(_, _, phase)| phase != "gone")
+            .collect()
+    }
+
+    /// Accrued spend of the simulated account.
+    pub async fn cost(&self) -> Value {
+        self.sim_state().await["cost"].clone()
+    }
+
+    pub async fn add_fault(&self, rule: Value) -> u64 {
+        let resp = reqwest::Client::new().post(format!("{}/_sim/faults", self.sim_url)).json(&rule).send().await.unwrap();
+        assert!(resp.status().is_success(), "fault rule refused: {}", resp.text().await.unwrap_or_default());
+        let v: Value = resp.json().await.unwrap();
+        v["id"].as_u64().unwrap_or_default()
+    }
+
+    pub async fn clear_faults(&self) {
+        reqwest::Client::new().delete(format!("{}/_sim/faults", self.sim_url)).send().await.unwrap();
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url).await.unwrap().text().await.unwrap()
+    }
+
+    /// The cheapest offering of the simulated catalogue, as the autoscaler's client sees it.
+    pub async fn offerings(&self) -> Vec<vpsie_autoscaler::cloud::Offering> {
+        use vpsie_autoscaler::cloud::{
+            CloudProvider,
+            vpsie::{Credentials, VpsieClient, VpsieConfig},
+        };
+        let client = VpsieClient::new(VpsieConfig::for_simulator(self.sim_url.clone()), Credentials::token("sim-token"))
+            .expect("client");
+        let mut all = client.offerings(&self.datacenter).await.expect("offerings");
+        all.sort_by(|a, b| a.hourly_price.total_cmp(&b.hourly_price));
+        all
+    }
+}
