@@ -194,7 +194,11 @@ async fn run(client: &Client, node: &str, policy: &DrainPolicy, started_at: Time
             return Err(DrainError::Timeout { node: node.to_string(), pods, pdbs });
         }
 
-        let outcomes: Vec<_> = stream::iter(plan.evict.iter().map(|pod| evict(client, node, PodRef::of(pod))))
+        // Owned refs, not borrows of `pods`: a closure over borrowed items makes this future !Send, and the
+        // controller spawns drains.
+        let targets: Vec<PodRef> = plan.evict.iter().map(|pod| PodRef::of(pod)).collect();
+        let outcomes: Vec<_> = stream::iter(targets)
+            .map(|pod| evict(client, node, pod))
             .buffer_unordered(EVICTIONS_IN_FLIGHT)
             .collect()
             .await;
