@@ -232,7 +232,10 @@ mod tests {
             let p = in_phase(pod("job"), phase);
             assert_eq!(classify(&p, &strict()), Disposition::Skip(SkipReason::Terminal), "{phase}");
         }
-        assert_eq!(classify(&in_phase(bare(pod("done")), "Succeeded"), &strict()), Disposition::Skip(SkipReason::Terminal));
+        assert_eq!(
+            classify(&in_phase(bare(pod("done")), "Succeeded"), &strict()),
+            Disposition::Skip(SkipReason::Terminal)
+        );
     }
 
     #[test]

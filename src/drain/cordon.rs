@@ -18,7 +18,8 @@ const CORDON_ATTEMPTS: usize = 5;
 /// schedulable before: a rollback must uncordon only what it cordoned (pitfall 2), so callers persist
 /// this. The patch carries the resourceVersion of the read that saw the node schedulable, so if someone
 /// else cordons in between, ours fails with a conflict, the next read sees their cordon, and the answer
-/// is `false`, never a `true` that would later undo their cordon.
+/// is `false`, never a `true` that would later undo their cordon. Callers persist their intent before the
+/// call too: if it is interrupted after the patch landed, only that record says whose cordon it is.
 pub async fn cordon(client: &Client, node: &str) -> Result<bool, DrainError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut attempt = 0;

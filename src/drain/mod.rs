@@ -161,7 +161,12 @@ pub async fn drain(
     }
 }
 
-async fn run(client: &Client, node: &str, policy: &DrainPolicy, started_at: Timestamp) -> Result<DrainReport, DrainError> {
+async fn run(
+    client: &Client,
+    node: &str,
+    policy: &DrainPolicy,
+    started_at: Timestamp,
+) -> Result<DrainReport, DrainError> {
     let deadline = started_at.checked_add(policy.deadline).unwrap_or(Timestamp::MAX);
     let on_node: Api<Pod> = Api::all(client.clone());
     let mut report =
@@ -174,7 +179,8 @@ async fn run(client: &Client, node: &str, policy: &DrainPolicy, started_at: Time
             .map_err(|source| DrainError::ListPods { node: node.to_string(), source })?
             .items;
         let plan = Plan::of(&pods, policy);
-        report.skipped = plan.skipped.iter().map(|(pod, reason)| SkippedPod { pod: pod.clone(), reason: *reason }).collect();
+        report.skipped =
+            plan.skipped.iter().map(|(pod, reason)| SkippedPod { pod: pod.clone(), reason: *reason }).collect();
         // Refused before evicting anything: a drain that cannot finish should not disrupt on the way.
         if !plan.unmanaged.is_empty() {
             return Err(DrainError::UnmanagedPods { node: node.to_string(), pods: plan.unmanaged });
@@ -189,23 +195,25 @@ async fn run(client: &Client, node: &str, policy: &DrainPolicy, started_at: Time
                 report.force_deleted = force_delete(client, node, &remaining).await?;
                 return Ok(report);
             }
-            let pdbs = blocking_budgets(client, &remaining).await;
+            // Only pods whose evictions were refused can be held by a budget; the rest are terminating.
+            let pdbs = blocking_budgets(client, &plan.evict).await;
             let pods = remaining.iter().map(|p| PodRef::of(p)).collect();
             return Err(DrainError::Timeout { node: node.to_string(), pods, pdbs });
         }
 
-        // Owned refs: a closure over borrowed pods makes the future's Send bound higher-ranked, which the
-        // controller runtime cannot prove.
+        // Owned refs, not borrows of `pods`: a closure over borrowed items makes this future !Send, and the
+        // controller spawns drains.
         let targets: Vec<PodRef> = plan.evict.iter().map(|pod| PodRef::of(pod)).collect();
-        let outcomes: Vec<_> = stream::iter(targets.into_iter().map(|pod| evict(client, node, pod)))
+        let outcomes: Vec<_> = stream::iter(targets)
+            .map(|pod| evict(client, node, pod))
             .buffer_unordered(EVICTIONS_IN_FLIGHT)
             .collect()
             .await;
         for outcome in outcomes {
-            if let Evicted::Yes(pod) = outcome? {
-                if evicted.insert(pod.clone()) {
-                    report.evicted.push(pod);
-                }
+            if let Evicted::Yes(pod) = outcome?
+                && evicted.insert(pod.clone())
+            {
+                report.evicted.push(pod);
             }
         }
 
@@ -239,14 +247,20 @@ async fn evict(client: &Client, node: &str, pod: PodRef) -> Result<Evicted, Drai
             Ok(Evicted::Yes(pod))
         }
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(Evicted::Gone),
-        // 429 is a PDB saying "not now" (or API throttling); 5xx includes the eviction API's answer to a pod
-        // covered by two PDBs, which an operator can fix while we wait. The deadline bounds both.
-        Err(kube::Error::Api(status)) if status.code == 429 || status.code >= 500 => {
+        // Waits, all bounded by the deadline: 429 is a PDB saying "not now" (or API throttling); 5xx includes
+        // the answer for a pod covered by two PDBs, which an operator can fix meanwhile; a 403 because the
+        // namespace is being deleted means its controller deletes the pod anyway (as `kubectl drain` does).
+        Err(kube::Error::Api(status)) if status.code == 429 || status.code >= 500 || namespace_terminating(&status) => {
             tracing::debug!(node, pod = %pod, code = status.code, message = %status.message, "eviction refused");
             Ok(Evicted::NotYet)
         }
         Err(source) => Err(DrainError::Evict { node: node.to_string(), pod, source }),
     }
+}
+
+fn namespace_terminating(status: &kube::core::Status) -> bool {
+    status.code == 403
+        && status.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
 }
 
 /// Deletes what is left after the deadline. Bypasses PDBs by design: the policy asked for it.
@@ -277,7 +291,9 @@ async fn blocking_budgets(client: &Client, pods: &[&Pod]) -> Vec<String> {
     for ns in namespaces {
         match Api::<PodDisruptionBudget>::namespaced(client.clone(), ns).list(&ListParams::default()).await {
             Ok(list) => budgets.extend(list.items),
-            Err(e) => tracing::warn!(namespace = ns, error = %e, "cannot list PodDisruptionBudgets to explain a drain timeout"),
+            Err(e) => {
+                tracing::warn!(namespace = ns, error = %e, "cannot list PodDisruptionBudgets to explain a drain timeout")
+            }
         }
     }
     pdb::blocking(pods.iter().copied(), &budgets)
@@ -316,6 +332,17 @@ mod tests {
         let err = DrainError::UnmanagedPods { node: "n1".into(), pods: vec![pod("solo")] };
         assert!(err.to_string().contains("shop/solo"), "{err}");
         assert_eq!(err.kind(), "UnmanagedPods");
+    }
+
+    #[test]
+    fn an_eviction_forbidden_only_because_the_namespace_is_terminating_is_a_wait_not_a_failure() {
+        let status = |code: u16, cause: &str| -> kube::core::Status {
+            serde_json::from_value(serde_json::json!({"code": code, "details": {"causes": [{"reason": cause}]}}))
+                .expect("status fixture")
+        };
+        assert!(namespace_terminating(&status(403, "NamespaceTerminating")));
+        assert!(!namespace_terminating(&status(403, "FieldValueForbidden")));
+        assert!(!namespace_terminating(&status(422, "NamespaceTerminating")));
     }
 
     #[test]
