@@ -18,7 +18,11 @@ use crate::{
     },
 };
 
-pub async fn provider(client: &Client, args: &RunArgs, registry: &mut Registry) -> anyhow::Result<Arc<dyn CloudProvider>> {
+pub async fn provider(
+    client: &Client,
+    args: &RunArgs,
+    registry: &mut Registry,
+) -> anyhow::Result<Arc<dyn CloudProvider>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.vpsie_secret_namespace);
     let secret = secrets.get(&args.vpsie_secret).await.with_context(|| {
         format!("cannot read the VPSie credentials Secret {}/{}", args.vpsie_secret_namespace, args.vpsie_secret)

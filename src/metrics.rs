@@ -215,17 +215,33 @@ impl LifecycleMetrics {
             scale_up_latency: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
         };
         registry.register("vpsie_autoscaler_worker_adds", "Add-worker calls made to VPSie", m.add_calls.clone());
-        registry.register("vpsie_autoscaler_cloud_errors", "Cloud refusals that failed a VPSieNode, by kind", m.cloud_errors.clone());
+        registry.register(
+            "vpsie_autoscaler_cloud_errors",
+            "Cloud refusals that failed a VPSieNode, by kind",
+            m.cloud_errors.clone(),
+        );
         registry.register(
             "vpsie_autoscaler_provisioning_duration_seconds",
             "From the add request to the node being Ready",
             m.provisioning_duration.clone(),
         );
-        registry.register("vpsie_autoscaler_drain_duration_seconds", "Duration of successful drains", m.drain_duration.clone());
-        registry.register("vpsie_autoscaler_scale_ups", "Scale-up decisions carried out, by result", m.scale_ups.clone());
+        registry.register(
+            "vpsie_autoscaler_drain_duration_seconds",
+            "Duration of successful drains",
+            m.drain_duration.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_scale_ups",
+            "Scale-up decisions carried out, by result",
+            m.scale_ups.clone(),
+        );
         registry.register("vpsie_autoscaler_scale_downs", "Scale-down attempts, by result", m.scale_downs.clone());
         registry.register("vpsie_autoscaler_vpsienodes", "VPSieNodes by phase", m.vpsienodes.clone());
-        registry.register("vpsie_autoscaler_nodegroup_size", "Non-terminating VPSieNodes per NodeGroup", m.group_size.clone());
+        registry.register(
+            "vpsie_autoscaler_nodegroup_size",
+            "Non-terminating VPSieNodes per NodeGroup",
+            m.group_size.clone(),
+        );
         registry.register(
             "vpsie_autoscaler_pending_unschedulable_pods",
             "Pods the scheduler could not place",

@@ -24,6 +24,9 @@ nodeLifecycle:
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The simulator's fault rules are global, so the tests of this binary take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn stack() -> &'static Stack {
     support::stack::stack(CONFIG)
 }
@@ -80,6 +83,7 @@ async fn wait_phase(vns: &Api<VPSieNode>, name: &str, want: VPSieNodePhase) -> V
 
 #[tokio::test]
 async fn a_vpsienode_becomes_a_labelled_ready_node_and_deleting_it_deletes_the_worker() {
+    let _turn = SERIAL.lock().await;
     let (ns, vns, offering) = setup("life-ok").await;
     let s = stack();
     let before = s.live_workers().await.len();
@@ -108,13 +112,16 @@ async fn a_vpsienode_becomes_a_labelled_ready_node_and_deleting_it_deletes_the_w
         (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
     })
     .await;
-    eventually("the Node object is removed", WAIT, || async { nodes.get_opt(&node_name).await.ok()?.is_none().then_some(()) })
-        .await;
+    eventually("the Node object is removed", WAIT, || async {
+        nodes.get_opt(&node_name).await.ok()?.is_none().then_some(())
+    })
+    .await;
     drop(ns);
 }
 
 /// Creates a VPSieNode under a fault and expects `Failed` with `reason`, and no worker left behind.
 async fn fails_cleanly(prefix: &str, fault: serde_json::Value, reason: &str) {
+    let _turn = SERIAL.lock().await;
     let (_ns, vns, offering) = setup(prefix).await;
     let s = stack();
     let rule = s.add_fault(fault).await;
@@ -141,6 +148,12 @@ async fn a_quota_refusal_fails_the_vpsienode_with_quota_exceeded() {
 
 #[tokio::test]
 async fn an_asynchronous_create_failure_fails_the_vpsienode_without_a_leak() {
+    // At the test's time scale a failed worker would vanish within a second; keep it listed long enough
+    // (as on the real API, where it lingers for a minute) for discovery to see the failure.
+    let settings = json!({"timings": {"failed_linger": {"min": 1500.0, "max": 1500.0}}});
+    let url = format!("{}/_sim/settings", stack().sim_url);
+    let resp = reqwest::Client::new().put(url).json(&settings).send().await.unwrap();
+    assert!(resp.status().is_success());
     let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "fail_create", "immediate": false}});
     fails_cleanly("life-asyncfail", fault, "ProvisioningFailed").await;
 }

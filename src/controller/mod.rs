@@ -162,7 +162,11 @@ where
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
     tracing::debug!(controller, object = %ObjectRef::from_obj(obj.as_ref()), "observed");
-    ctx.metrics.controller.duration.get_or_create(&ControllerLabel { controller }).observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .controller
+        .duration
+        .get_or_create(&ControllerLabel { controller })
+        .observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 

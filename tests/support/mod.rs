@@ -36,6 +36,8 @@ static ENV: OnceLock<TestEnv> = OnceLock::new();
 
 /// The control plane of this test binary, started on first use.
 pub fn env() -> &'static TestEnv {
+    // reqwest is built without a default TLS provider; tests use the same one as the binary.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     ENV.get_or_init(|| {
         let state_dir = match std::env::var("VPSIE_TESTENV") {
             Ok(dir) if !dir.is_empty() => PathBuf::from(dir),

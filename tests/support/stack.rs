@@ -157,7 +157,8 @@ impl Stack {
     }
 
     pub async fn add_fault(&self, rule: Value) -> u64 {
-        let resp = reqwest::Client::new().post(format!("{}/_sim/faults", self.sim_url)).json(&rule).send().await.unwrap();
+        let resp =
+            reqwest::Client::new().post(format!("{}/_sim/faults", self.sim_url)).json(&rule).send().await.unwrap();
         assert!(resp.status().is_success(), "fault rule refused: {}", resp.text().await.unwrap_or_default());
         let v: Value = resp.json().await.unwrap();
         v["id"].as_u64().unwrap_or_default()
@@ -177,8 +178,9 @@ impl Stack {
             CloudProvider,
             vpsie::{Credentials, VpsieClient, VpsieConfig},
         };
-        let client = VpsieClient::new(VpsieConfig::for_simulator(self.sim_url.clone()), Credentials::token("sim-token"))
-            .expect("client");
+        let client =
+            VpsieClient::new(VpsieConfig::for_simulator(self.sim_url.clone()), Credentials::token("sim-token"))
+                .expect("client");
         let mut all = client.offerings(&self.datacenter).await.expect("offerings");
         all.sort_by(|a, b| a.hourly_price.total_cmp(&b.hourly_price));
         all

@@ -57,7 +57,9 @@ pub async fn link(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
         status.ready_at = Some(now());
         let msg = format!("node {name} is Ready and labelled for group {}", vn.spec.node_group);
         transition(ctx, &vn, status, VPSieNodePhase::Ready, "NodeReady", msg).await?;
-        ctx.metrics.lifecycle.observe_provisioning(elapsed_since(vn.status.as_ref().and_then(|s| s.provisioning_started_at.as_ref())));
+        ctx.metrics
+            .lifecycle
+            .observe_provisioning(elapsed_since(vn.status.as_ref().and_then(|s| s.provisioning_started_at.as_ref())));
         return Ok(Action::requeue(READY_RECHECK));
     }
     if waited > timeout {
@@ -89,7 +91,8 @@ fn is_ready(node: &Node) -> bool {
 /// Puts the group label, the group's labels and its taints on the node, patching only what is missing.
 async fn label_and_taint(ctx: &Context, vn: &VPSieNode, node: &Node) -> Result<(), Error> {
     let groups: Api<NodeGroup> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
-    let group = groups.get_opt(&vn.spec.node_group).await.map_err(|source| Error::Read { kind: "NodeGroup", source })?;
+    let group =
+        groups.get_opt(&vn.spec.node_group).await.map_err(|source| Error::Read { kind: "NodeGroup", source })?;
     let mut wanted = group.as_ref().map(|g| g.spec.labels.clone()).unwrap_or_default();
     wanted.insert(NODEGROUP_LABEL.to_string(), vn.spec.node_group.clone());
     let have = node.labels();

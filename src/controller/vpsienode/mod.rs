@@ -12,6 +12,7 @@ mod terminate;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
@@ -22,7 +23,6 @@ use kube::{
         finalizer::{Event as Finalizer, finalizer},
     },
 };
-use futures::{FutureExt, future::BoxFuture};
 use serde_json::json;
 
 use super::{Context, Error};
@@ -155,4 +155,3 @@ async fn publish(ctx: &Context, vn: &VPSieNode, type_: EventType, reason: &str, 
         tracing::warn!(error = %e, "could not record event");
     }
 }
-

@@ -16,9 +16,10 @@ use crate::{
     crd::{VPSieNode, VPSieNodePhase},
 };
 
-/// Name of the VPSie node group that holds a NodeGroup's workers of one offering.
-pub fn vpsie_group_name(nodegroup: &str, offering_id: u64) -> String {
-    format!("vas-{nodegroup}-{offering_id}")
+/// Name of the VPSie node group that holds a NodeGroup's workers of one offering; the namespace is part
+/// of it because NodeGroups of the same name in two namespaces are different groups.
+pub fn vpsie_group_name(namespace: &str, nodegroup: &str, offering_id: u64) -> String {
+    format!("vas-{namespace}-{nodegroup}-{offering_id}")
 }
 
 pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
@@ -38,7 +39,7 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
         }
         Err(e) => return Err(Error::cloud("list offerings", e)),
     };
-    let group_name = vpsie_group_name(&spec.node_group, offering.id);
+    let group_name = vpsie_group_name(&fresh.namespace().unwrap_or_default(), &spec.node_group, offering.id);
     let group = match ctx.cloud.ensure_group(&spec.cluster_identifier, &offering, &group_name).await {
         Ok(g) => g,
         Err(e) if !e.is_retryable() => return fail_on_cloud(ctx, &fresh, "ensure node group", e).await,
@@ -76,7 +77,15 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
     ctx.metrics.lifecycle.add_calls.inc();
     match ctx.cloud.add_worker(&spec.cluster_identifier, group.id).await {
         Ok(outcome) => {
-            publish(ctx, &recorded, EventType::Normal, "AddRequested", "Provisioning", status.message.as_deref().unwrap_or("")).await;
+            publish(
+                ctx,
+                &recorded,
+                EventType::Normal,
+                "AddRequested",
+                "Provisioning",
+                status.message.as_deref().unwrap_or(""),
+            )
+            .await;
             if let Some(id) = outcome.identifier {
                 status.worker_identifier = Some(id);
                 status.hostname = outcome.hostname;
@@ -85,7 +94,12 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
             Ok(Action::requeue(POLL))
         }
         // Refused outright: nothing was created, so failing cannot leak a worker.
-        Err(e) if matches!(e, CloudError::QuotaExceeded { .. } | CloudError::Unauthorized { .. } | CloudError::Permanent { .. }) => {
+        Err(e)
+            if matches!(
+                e,
+                CloudError::QuotaExceeded { .. } | CloudError::Unauthorized { .. } | CloudError::Permanent { .. }
+            ) =>
+        {
             fail_on_cloud(ctx, &recorded, "add worker", e).await
         }
         // Outcome unknown (timeout, 5xx): the worker may exist. Discovery finds it or the timeout fails it.
@@ -201,7 +215,15 @@ async fn claim(ctx: &Context, vn: &VPSieNode, cluster: &str) -> Result<Claim, Er
 
 /// A known worker by identifier only (hostnames of the pre-add list are not recorded).
 fn placeholder(identifier: String) -> Worker {
-    Worker { identifier, hostname: String::new(), ip: None, private_ip: None, group_id: None, state: WorkerState::Unknown, created: None }
+    Worker {
+        identifier,
+        hostname: String::new(),
+        ip: None,
+        private_ip: None,
+        group_id: None,
+        state: WorkerState::Unknown,
+        created: None,
+    }
 }
 
 async fn provisioning_timeout(
@@ -212,7 +234,8 @@ async fn provisioning_timeout(
     timeout: Duration,
 ) -> Result<Action, Error> {
     if waited > timeout {
-        let msg = format!("no running worker after {}s (provisioning timeout {}s)", waited.as_secs(), timeout.as_secs());
+        let msg =
+            format!("no running worker after {}s (provisioning timeout {}s)", waited.as_secs(), timeout.as_secs());
         transition(ctx, vn, status, VPSieNodePhase::Failed, "ProvisioningTimeout", msg).await?;
         return Ok(Action::requeue(Duration::ZERO));
     }

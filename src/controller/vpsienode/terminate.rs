@@ -99,7 +99,8 @@ async fn drain_node(vn: &VPSieNode, ctx: &Context) -> Result<Drained, Error> {
 
 async fn drain_policy(ctx: &Context, vn: &VPSieNode) -> Result<DrainPolicy, Error> {
     let groups: Api<NodeGroup> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
-    let group = groups.get_opt(&vn.spec.node_group).await.map_err(|source| Error::Read { kind: "NodeGroup", source })?;
+    let group =
+        groups.get_opt(&vn.spec.node_group).await.map_err(|source| Error::Read { kind: "NodeGroup", source })?;
     let force = group.and_then(|g| g.spec.scale_down).and_then(|s| s.force_drain).unwrap_or(false);
     Ok(DrainPolicy {
         deadline: ctx.lifecycle.drain_timeout,
@@ -112,7 +113,9 @@ async fn drain_policy(ctx: &Context, vn: &VPSieNode) -> Result<DrainPolicy, Erro
 /// Phase `Terminating` outside deletion: the drain finished; deleting ourselves hands over to cleanup.
 pub async fn finish(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
-    api.delete(&vn.name_any(), &DeleteParams::default()).await.map_err(|source| Error::Write { kind: "VPSieNode", source })?;
+    api.delete(&vn.name_any(), &DeleteParams::default())
+        .await
+        .map_err(|source| Error::Write { kind: "VPSieNode", source })?;
     Ok(Action::requeue(Duration::ZERO))
 }
 
