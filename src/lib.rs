@@ -7,5 +7,7 @@ pub mod crd;
 pub mod lease;
 pub mod metrics;
 pub mod run;
+pub mod scale;
 pub mod server;
+pub mod snapshot;
 pub mod telemetry;
