@@ -10,6 +10,8 @@ pub mod drain;
 pub mod lease;
 pub mod metrics;
 pub mod run;
+pub mod scale;
 pub mod server;
 pub mod simnodes;
+pub mod snapshot;
 pub mod telemetry;
