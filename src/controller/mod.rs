@@ -4,6 +4,7 @@
 //! snapshot), act (only while this replica holds the leader Lease), report (status, events, metrics).
 //! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
 
+pub mod autoscale;
 pub mod vpsienode;
 
 use std::{
@@ -13,10 +14,13 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::{
+    core::v1::{Node, Pod},
+    policy::v1::PodDisruptionBudget,
+};
 use kube::{
     Api, Client, Resource,
-    runtime::{Controller, controller::Action, events::Recorder, reflector::ObjectRef, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, events::Recorder, reflector::ObjectRef, watcher},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -207,36 +211,67 @@ where
     }
 }
 
+/// A reflector of every object of kind `K`, and the future that keeps it fed (errors are logged and the
+/// watch backs off and resumes).
+fn reflect<K>(
+    client: &Client,
+    what: &'static str,
+) -> (kube::runtime::reflector::Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff();
+    let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, watch = what, "watch error");
+        }
+    });
+    (store, fed)
+}
+
 /// Runs every controller until `shutdown`; marks `readiness` once all their watches have synced.
 pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let nodegroups = Controller::new(Api::<NodeGroup>::all(client.clone()), watcher::Config::default().any_semantic());
     let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
     let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
-    let (node_store, node_writer) = kube::runtime::reflector::store::<Node>();
+    let (node_store, node_watch) = reflect::<Node>(&client, "node");
+    let (pod_store, pod_watch) = reflect::<Pod>(&client, "pod");
+    let (pdb_store, pdb_watch) = reflect::<PodDisruptionBudget>(&client, "poddisruptionbudget");
 
-    let stores = (nodegroups.store(), vpsienodes.store(), rebalances.store(), node_store.clone());
-    let metrics = ctx.metrics.clone();
-    tokio::spawn(async move {
-        let synced = async {
-            synced(&stores.0).await?;
-            synced(&stores.1).await?;
-            synced(&stores.2).await?;
-            synced(&stores.3).await
-        };
-        if synced.await.is_ok() {
-            tracing::info!("all watches synced; ready");
-            metrics.controller.watches_synced.set(1);
-            readiness.set_ready();
-        }
-    });
-
-    let nodes = watcher(Api::<Node>::all(client), watcher::Config::default().any_semantic());
-    let node_watch = kube::runtime::reflector(node_writer, nodes).for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "node watch error");
-        }
-    });
+    let stores = autoscale::Stores {
+        nodes: node_store,
+        pods: pod_store,
+        pdbs: pdb_store,
+        groups: nodegroups.store(),
+        vpsienodes: vpsienodes.store(),
+    };
+    {
+        let stores = stores.clone();
+        let rebalances = rebalances.store();
+        let metrics = ctx.metrics.clone();
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let all_synced = async {
+                synced(&stores.groups).await?;
+                synced(&stores.vpsienodes).await?;
+                synced(&rebalances).await?;
+                synced(&stores.nodes).await?;
+                synced(&stores.pods).await?;
+                synced(&stores.pdbs).await
+            };
+            if all_synced.await.is_ok() {
+                tracing::info!("all watches synced; ready");
+                metrics.controller.watches_synced.set(1);
+                readiness.set_ready();
+                // Deciding from half-listed caches would scale for pods that already have nodes.
+                autoscale::run(ctx, stores, shutdown).await;
+            }
+        });
+    }
 
     macro_rules! drive {
         ($controller:expr, $name:literal) => {{
@@ -279,7 +314,7 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
             drive_vpsienodes,
             drive!(rebalances, "rebalance"),
         ) => {}
-        _ = node_watch => {}
+        _ = futures::future::join3(node_watch, pod_watch, pdb_watch) => {}
         _ = shutdown.cancelled() => {}
     }
 }

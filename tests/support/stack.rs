@@ -81,7 +81,7 @@ fn start(env: &TestEnv, config_yaml: &str) -> Stack {
     let metrics_port = free_port();
     let mut controller = Command::new(bin);
     controller
-        .args(["run", "--identity", "e2e-controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["run", "--identity", &format!("e2e-{}", std::process::id()), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "500ms"])
         .arg("--kubeconfig")
         .arg(&kubeconfig)

@@ -142,6 +142,18 @@ async fn transition(
     Ok(written)
 }
 
+/// Scale-down's hand-over: the node of this VPSieNode is to be drained and its VM removed. Only a Ready
+/// VPSieNode is moved; anything else is already on its way somewhere.
+pub async fn begin_drain(ctx: &Context, vn: &VPSieNode, reason: &str, message: &str) -> Result<(), Error> {
+    if vn.status.as_ref().map(|s| s.phase) != Some(VPSieNodePhase::Ready) {
+        return Ok(());
+    }
+    let mut status = current(vn);
+    status.draining_started_at = None;
+    transition(ctx, vn, status, VPSieNodePhase::Draining, reason, message).await?;
+    Ok(())
+}
+
 /// Records an Event on the object; a failure to record is logged, never fatal.
 async fn publish(ctx: &Context, vn: &VPSieNode, type_: EventType, reason: &str, action: &str, note: &str) {
     let event = Event {

@@ -1,0 +1,370 @@
+//! The autoscaling loop: sizes every NodeGroup from one cluster-wide view, so each pending pod is
+//! matched to exactly one group and a burst never scales twice.
+//!
+//! Pipeline of a pass: observe (reflector stores → a plain-data [`Snapshot`]), decide (the pure
+//! planners in `scale/`), act (create VPSieNodes; move removal candidates to `Draining`; only the Lease
+//! holder acts), report (NodeGroup status and conditions, Events on pods and groups, metrics).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Node, Pod},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{
+        events::{Event, EventType},
+        reflector::Store,
+    },
+};
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Error, vpsienode};
+use crate::{
+    cloud::Offering,
+    crd::{
+        FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, VPSieNode, VPSieNodePhase, VPSieNodeSpec,
+        conditions::{condition, set_condition},
+        nodegroup::ScaleEvent,
+    },
+    metrics::{GroupLabel, PhaseLabel, ResultLabel},
+    scale::{
+        down::{ScaleDownPlan, UnneededSince, plan_scale_down},
+        up::{ScaleUpPlan, plan_scale_up},
+    },
+    snapshot::{GroupInfo, OfferingInfo, Snapshot},
+};
+
+/// How often the loop looks at the cluster.
+const PASS_INTERVAL: Duration = Duration::from_secs(3);
+/// After a VPSieNode of a group failed, the group adds nothing for this long (no retry storms on quota).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The watched objects the loop reads; all replicas keep them warm.
+#[derive(Clone)]
+pub struct Stores {
+    pub nodes: Store<Node>,
+    pub pods: Store<Pod>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub groups: Store<NodeGroup>,
+    pub vpsienodes: Store<VPSieNode>,
+}
+
+pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken) {
+    let mut unneeded = UnneededSince::new();
+    let mut tick = tokio::time::interval(PASS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !ctx.is_leader() {
+            // A new leader starts its unneeded timers afresh: removing later is the safe side.
+            unneeded.clear();
+            continue;
+        }
+        if let Err(e) = pass(&ctx, &stores, &mut unneeded).await {
+            super::record_error(&ctx, "autoscale", &e);
+        }
+    }
+}
+
+async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> Result<(), Error> {
+    // observe
+    let groups: Vec<NodeGroup> = stores.groups.state().iter().map(|g| (**g).clone()).collect();
+    let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
+    let mut infos = Vec::new();
+    let mut cloud_trouble: BTreeMap<String, String> = BTreeMap::new();
+    for group in &groups {
+        match allowed_offerings(ctx, group).await {
+            Ok(offerings) => match GroupInfo::from_nodegroup(group, offerings, &vpsienodes) {
+                Ok(info) => infos.push(info),
+                Err(e) => {
+                    cloud_trouble.insert(key(group), e.to_string());
+                }
+            },
+            Err(e) => {
+                cloud_trouble.insert(key(group), format!("listing offerings failed: {e}"));
+            }
+        }
+    }
+    let nodes = stores.nodes.state();
+    let pods = stores.pods.state();
+    let pdbs = stores.pdbs.state();
+    let snapshot = Snapshot::from_k8s(
+        nodes.iter().map(|n| n.as_ref()),
+        pods.iter().map(|p| p.as_ref()),
+        pdbs.iter().map(|p| p.as_ref()),
+        infos,
+    );
+    let pending = snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()).count();
+    ctx.metrics.lifecycle.pending_unschedulable_pods.set(pending as i64);
+
+    // decide
+    let now = Timestamp::now();
+    let up = plan_scale_up(&snapshot, now);
+    if !up.is_empty() {
+        tracing::info!(
+            pending,
+            absorbed = ?up.absorbed.iter().map(|a| format!("{}/{} by {:?}", a.pod.namespace, a.pod.name, a.by)).collect::<Vec<_>>(),
+            groups = ?up.groups.iter().map(|g| (g.group.name.clone(), g.nodes.len())).collect::<Vec<_>>(),
+            in_flight = ?snapshot.groups.iter().map(|g| (g.name.clone(), g.in_flight.clone())).collect::<Vec<_>>(),
+            "scale-up plan"
+        );
+    }
+    let down = plan_scale_down(&snapshot, now, unneeded);
+    *unneeded = down.unneeded_since.clone();
+
+    // act
+    let mut scaled_up: BTreeMap<String, i32> = BTreeMap::new();
+    for plan in &up.groups {
+        let Some(group) = groups.iter().find(|g| same(g, &plan.group.namespace, &plan.group.name)) else { continue };
+        if let Some(failed) = recent_failure(&vpsienodes, group) {
+            tracing::info!(group = %key(group), %failed, "scale-up held back after a recent failure");
+            continue;
+        }
+        for node in &plan.nodes {
+            create_vpsienode(ctx, group, &node.offering_id).await?;
+            ctx.metrics.lifecycle.scale_ups.get_or_create(&ResultLabel { result: "requested" }).inc();
+            if let Some(since) = node.pending_since {
+                let waited = now.duration_since(since).as_secs_f64().max(0.0);
+                ctx.metrics.lifecycle.scale_up_latency.observe(waited);
+            }
+        }
+        *scaled_up.entry(key(group)).or_default() += plan.nodes.len() as i32;
+        let note = format!("adding {} node(s) ({:.4} USD/h) for pending pods", plan.nodes.len(), plan.hourly_cost);
+        publish(ctx, group.object_ref(&()), EventType::Normal, "ScaleUp", &note).await;
+    }
+    for removal in &down.remove {
+        let Some(vn) = vpsienodes.iter().find(|v| v.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&removal.node))
+        else {
+            continue;
+        };
+        vpsienode::begin_drain(ctx, vn, "ScaleDown", &format!("node {} is unneeded; draining it", removal.node)).await?;
+    }
+
+    // report
+    report_unschedulable(ctx, &up).await;
+    for group in &groups {
+        write_group_status(ctx, group, &vpsienodes, &up, &down, scaled_up.get(&key(group)).copied(), cloud_trouble.get(&key(group)))
+            .await?;
+    }
+    let mut by_phase: BTreeMap<&'static str, i64> = VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+    for vn in &vpsienodes {
+        *by_phase.entry(vn.status.as_ref().map(|s| s.phase).unwrap_or_default().as_str()).or_default() += 1;
+    }
+    for (phase, n) in by_phase {
+        ctx.metrics.lifecycle.vpsienodes.get_or_create(&PhaseLabel { phase }).set(n);
+    }
+    Ok(())
+}
+
+fn key(group: &NodeGroup) -> String {
+    format!("{}/{}", group.namespace().unwrap_or_default(), group.name_any())
+}
+
+fn same(group: &NodeGroup, namespace: &str, name: &str) -> bool {
+    group.namespace().as_deref() == Some(namespace) && group.name_any() == name
+}
+
+/// The group's allowed plans, named as the group names them, with their sizes and prices.
+async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<OfferingInfo>, crate::cloud::CloudError> {
+    let catalogue = ctx.offerings(&group.spec.datacenter).await?;
+    let info = |id: String, o: &Offering| OfferingInfo {
+        id,
+        cpu_millis: i64::from(o.cpu) * 1000,
+        memory_bytes: (o.ram_mib as i64) * 1024 * 1024,
+        hourly_price: o.hourly_price,
+        disk_bytes: Some((o.disk_gb as i64) * 1_000_000_000),
+    };
+    let mut out = Vec::new();
+    match &group.spec.offerings {
+        Some(wanted) if !wanted.is_empty() => {
+            for w in wanted {
+                let found = catalogue.iter().find(|o| {
+                    o.identifier.as_deref() == Some(w.as_str()) || o.id.to_string() == *w || o.name.eq_ignore_ascii_case(w)
+                });
+                if let Some(o) = found {
+                    out.push(info(w.clone(), o));
+                }
+            }
+        }
+        _ => out.extend(catalogue.iter().map(|o| info(o.id.to_string(), o))),
+    }
+    if let Some(r) = &group.spec.resources {
+        out.retain(|o| {
+            let cpu = o.cpu_millis / 1000;
+            let mib = o.memory_bytes / (1024 * 1024);
+            r.min_cpu.is_none_or(|m| cpu >= i64::from(m))
+                && r.max_cpu.is_none_or(|m| cpu <= i64::from(m))
+                && r.min_memory_mib.is_none_or(|m| mib >= m)
+                && r.max_memory_mib.is_none_or(|m| mib <= m)
+        });
+    }
+    Ok(out)
+}
+
+/// A VPSieNode of the group that failed within the backoff window.
+fn recent_failure(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Option<String> {
+    vpsienodes.iter().find_map(|v| {
+        let s = v.status.as_ref()?;
+        let ours = v.spec.node_group == group.name_any() && v.namespace() == group.namespace();
+        let since = s.last_phase_transition.as_ref()?.0;
+        let recent = Timestamp::now().duration_since(since).as_secs_f64() < FAILURE_BACKOFF.as_secs_f64();
+        (ours && s.phase == VPSieNodePhase::Failed && recent).then(|| v.name_any())
+    })
+}
+
+async fn create_vpsienode(ctx: &Context, group: &NodeGroup, offering: &str) -> Result<VPSieNode, Error> {
+    let ns = group.namespace().unwrap_or_default();
+    let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_ascii_lowercase();
+    let name = format!("{}-{suffix}", group.name_any());
+    let vn = VPSieNode {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([(NODEGROUP_LABEL.to_string(), group.name_any())])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "autoscaler.vpsie.com/v1alpha1".into(),
+                kind: "NodeGroup".into(),
+                name: group.name_any(),
+                uid: group.uid().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: VPSieNodeSpec {
+            node_group: group.name_any(),
+            offering: offering.to_string(),
+            cluster_identifier: group.spec.cluster_identifier.clone(),
+            datacenter: group.spec.datacenter.clone(),
+        },
+        status: None,
+    };
+    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let created =
+        api.create(&PostParams::default(), &vn).await.map_err(|source| Error::Write { kind: "VPSieNode", source })?;
+    tracing::info!(group = %key(group), vpsienode = %name, offering, "scale-up: created VPSieNode");
+    Ok(created)
+}
+
+async fn report_unschedulable(ctx: &Context, up: &ScaleUpPlan) {
+    for miss in &up.unschedulable {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(miss.pod.name.clone()),
+                namespace: Some(miss.pod.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let mut reference = pod.object_ref(&());
+        // Events need the uid only for display grouping; namespace/name suffice for kubectl describe.
+        reference.uid = None;
+        publish(ctx, reference, EventType::Warning, "NoNodeGroupFits", &miss.to_string()).await;
+    }
+}
+
+async fn publish(ctx: &Context, reference: k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Autoscale".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(error = %e, "could not record event");
+    }
+}
+
+async fn write_group_status(
+    ctx: &Context,
+    group: &NodeGroup,
+    vpsienodes: &[VPSieNode],
+    up: &ScaleUpPlan,
+    down: &ScaleDownPlan,
+    added: Option<i32>,
+    trouble: Option<&String>,
+) -> Result<(), Error> {
+    let ours: Vec<&VPSieNode> = vpsienodes
+        .iter()
+        .filter(|v| v.spec.node_group == group.name_any() && v.namespace() == group.namespace())
+        .collect();
+    let phase = |v: &VPSieNode| v.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let current = ours
+        .iter()
+        .filter(|v| v.metadata.deletion_timestamp.is_none() && !matches!(phase(v), VPSieNodePhase::Failed))
+        .count() as i32;
+    let ready = ours.iter().filter(|v| phase(v) == VPSieNodePhase::Ready).count() as i32;
+    let planned = up
+        .group(&group.namespace().unwrap_or_default(), &group.name_any())
+        .map(|g| g.nodes.len() as i32)
+        .unwrap_or_default();
+    let removing = down.remove.iter().filter(|r| r.group.name == group.name_any()).count() as i32;
+
+    let old = group.status.clone().unwrap_or_default();
+    let mut status = NodeGroupStatus {
+        observed_generation: group.metadata.generation,
+        current_nodes: current + added.unwrap_or_default(),
+        desired_nodes: (current + planned - removing).clamp(group.spec.min_nodes, group.spec.max_nodes),
+        ready_nodes: ready,
+        ..old.clone()
+    };
+    let now = Timestamp::now();
+    if let Some(n) = added.filter(|n| *n > 0) {
+        status.last_scale_up = Some(ScaleEvent { time: Time(now), nodes: n, reason: "pending pods or minNodes".into() });
+    }
+    if removing > 0 {
+        status.last_scale_down = Some(ScaleEvent { time: Time(now), nodes: removing, reason: "unneeded nodes".into() });
+    }
+    let generation = group.metadata.generation;
+    let ready_ok = ready >= group.spec.min_nodes;
+    set_condition(
+        &mut status.conditions,
+        condition("Ready", ready_ok, if ready_ok { "MinNodesReady" } else { "BelowMinNodes" }, format!("{ready} of at least {} nodes Ready", group.spec.min_nodes), generation),
+        now,
+    );
+    let cloud_ok = trouble.is_none();
+    set_condition(
+        &mut status.conditions,
+        condition("CloudReachable", cloud_ok, if cloud_ok { "Ok" } else { "CloudError" }, trouble.cloned().unwrap_or_default(), generation),
+        now,
+    );
+    let blocked: Vec<String> = down
+        .blocked
+        .iter()
+        .filter(|b| b.group.name == group.name_any() && b.group.namespace == group.namespace().unwrap_or_default())
+        .map(|b| format!("{}: {}", b.node, b.reason))
+        .collect();
+    set_condition(
+        &mut status.conditions,
+        condition("ScaleDownBlocked", !blocked.is_empty(), if blocked.is_empty() { "NoneBlocked" } else { "Blocked" }, blocked.join("; "), generation),
+        now,
+    );
+    ctx.metrics.lifecycle.group_size.get_or_create(&GroupLabel { nodegroup: group.name_any() }).set(i64::from(status.current_nodes));
+    if status == old {
+        return Ok(());
+    }
+    let api: Api<NodeGroup> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "autoscaler.vpsie.com/v1alpha1",
+        "kind": "NodeGroup",
+        "metadata": {"name": group.name_any()},
+        "status": status,
+    });
+    api.patch_status(&group.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Write { kind: "NodeGroup status", source })?;
+    Ok(())
+}
