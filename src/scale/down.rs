@@ -57,24 +57,60 @@ pub struct BlockedNode {
     pub reason: Blocked,
 }
 
+/// The node that came nearest to taking a pod, and what it lacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closest {
+    pub node: String,
+    pub misfit: Misfit,
+}
+
 /// Why an unneeded node is not removed. Its `Display` goes into events and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
     ScaleDownDisabled,
-    Cooldown { until: Timestamp },
-    AtMinNodes { min: u32 },
-    NotUnneededLongEnough { since: Timestamp, unneeded_time: Duration },
+    Cooldown {
+        until: Timestamp,
+    },
+    AtMinNodes {
+        min: u32,
+    },
+    NotUnneededLongEnough {
+        since: Timestamp,
+        unneeded_time: Duration,
+    },
     Cordoned,
-    TooYoung { min_age: Duration },
-    DoNotDisrupt { pod: ObjectRef },
-    BarePod { pod: ObjectRef },
-    LocalStorage { pod: ObjectRef },
-    PdbAllowsNoDisruption { pod: ObjectRef, pdb: ObjectRef },
-    UnreadablePdb { namespace: String },
-    UnreadablePod { pod: String, reason: String },
-    NoRoomFor { pod: ObjectRef, closest: Option<(String, Misfit)> },
+    TooYoung {
+        min_age: Duration,
+    },
+    DoNotDisrupt {
+        pod: ObjectRef,
+    },
+    BarePod {
+        pod: ObjectRef,
+    },
+    LocalStorage {
+        pod: ObjectRef,
+    },
+    PdbAllowsNoDisruption {
+        pod: ObjectRef,
+        pdb: ObjectRef,
+    },
+    UnreadablePdb {
+        namespace: String,
+    },
+    UnreadablePod {
+        pod: String,
+        reason: String,
+    },
+    /// `closest` is the node that came nearest, as a hint; boxed to keep the enum small.
+    NoRoomFor {
+        pod: ObjectRef,
+        closest: Option<Box<Closest>>,
+    },
     ReceivesPods,
-    AnotherNodeRemoved { node: String },
+    AnotherNodeRemoved {
+        node: String,
+    },
 }
 
 impl fmt::Display for Blocked {
@@ -103,8 +139,8 @@ impl fmt::Display for Blocked {
                 write!(f, "a PodDisruptionBudget in namespace {namespace} could not be read")
             }
             Self::UnreadablePod { pod, reason } => write!(f, "pod {pod} could not be read: {reason}"),
-            Self::NoRoomFor { pod, closest: Some((node, misfit)) } => {
-                write!(f, "pod {pod} fits on no other node (closest: {node}, {misfit})")
+            Self::NoRoomFor { pod, closest: Some(closest) } => {
+                write!(f, "pod {pod} fits on no other node (closest: {}, {})", closest.node, closest.misfit)
             }
             Self::NoRoomFor { pod, closest: None } => write!(f, "pod {pod} fits on no other node (none can take pods)"),
             Self::ReceivesPods => write!(f, "the node takes pods of a node removed in this pass"),
@@ -328,7 +364,7 @@ fn covering_pdbs<'a>(snapshot: &'a Snapshot, pod: &'a PodInfo) -> impl Iterator<
 
 /// The node that came nearest to taking the pod: one short only of room if any (the one with most cpu
 /// free), else the first by name. This is the hint an operator can act on.
-fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet<String>) -> Option<(String, Misfit)> {
+fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet<String>) -> Option<Box<Closest>> {
     let misfits: Vec<(&String, &Target, Misfit)> = targets
         .iter()
         .filter(|(name, _)| !removed.contains(*name))
@@ -338,5 +374,7 @@ fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet
         .iter()
         .filter(|(_, _, m)| m.is_resource_shortage())
         .max_by(|(an, a, _), (bn, b, _)| a.free.cpu_millis.cmp(&b.free.cpu_millis).then_with(|| bn.cmp(an)));
-    short.or(misfits.first()).map(|(name, _, misfit)| ((*name).clone(), misfit.clone()))
+    short
+        .or(misfits.first())
+        .map(|(name, _, misfit)| Box::new(Closest { node: (*name).clone(), misfit: misfit.clone() }))
 }
