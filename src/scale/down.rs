@@ -19,10 +19,7 @@ use std::{
 use jiff::{SignedDuration, Timestamp};
 
 use super::{Misfit, ObjectRef, Target, fit, human};
-use crate::{
-    crd::DO_NOT_DISRUPT_ANNOTATION,
-    snapshot::{GroupInfo, NodeInfo, PodInfo, Snapshot},
-};
+use crate::snapshot::{DO_NOT_DISRUPT_ANNOTATION, GroupInfo, NodeInfo, PodInfo, Snapshot};
 
 /// Node name → when it was first seen unneeded.
 pub type UnneededSince = BTreeMap<String, Timestamp>;
@@ -159,6 +156,8 @@ struct Room {
     pdb_budget: BTreeMap<ObjectRef, i32>,
 }
 
+/// Plans at most one node removal per group and says why every other unneeded node stays.
+/// `unneeded` is the map the previous pass returned (empty at start); keep `plan.unneeded_since` for the next.
 pub fn plan_scale_down(snapshot: &Snapshot, now: Timestamp, unneeded: &UnneededSince) -> ScaleDownPlan {
     let mut plan = ScaleDownPlan::default();
     let mut room = Room {
@@ -252,7 +251,8 @@ fn utilization_if_unneeded(snapshot: &Snapshot, group: &GroupInfo, node: &NodeIn
 }
 
 fn cooldown_until(group: &GroupInfo, now: Timestamp) -> Option<Timestamp> {
-    let until = group.last_scale_up?.checked_add(signed(group.scale_down.cooldown)).ok()?;
+    // An instant past the end of time is still in the future.
+    let until = group.last_scale_up?.checked_add(signed(group.scale_down.cooldown)).unwrap_or(Timestamp::MAX);
     (until > now).then_some(until)
 }
 

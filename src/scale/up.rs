@@ -243,6 +243,8 @@ fn largest_first(pods: &mut [&PodInfo]) {
     });
 }
 
+/// Plans the nodes to add for the snapshot's pending pods and for groups below `minNodes`.
+/// `now` only decides which nodes joined recently enough to still be unknown to the scheduler's verdict.
 pub fn plan_scale_up(snapshot: &Snapshot, now: Timestamp) -> ScaleUpPlan {
     let mut plan = ScaleUpPlan::default();
     let mut pending: Vec<&PodInfo> = snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()).collect();

@@ -20,7 +20,7 @@ pub use group::GroupError;
 pub use quantity::{QuantityError, parse_millis, parse_units};
 
 /// Label on a Node naming the NodeGroup it belongs to.
-pub use crate::crd::NODEGROUP_LABEL;
+pub use crate::crd::{DO_NOT_DISRUPT_ANNOTATION, NODEGROUP_LABEL};
 
 /// Requests or capacity in the four dimensions the scheduler checks for every pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
