@@ -19,10 +19,7 @@ use std::{
 use jiff::{SignedDuration, Timestamp};
 
 use super::{Misfit, ObjectRef, Target, fit, human};
-use crate::{
-    crd::DO_NOT_DISRUPT_ANNOTATION,
-    snapshot::{GroupInfo, NodeInfo, PodInfo, Snapshot},
-};
+use crate::snapshot::{DO_NOT_DISRUPT_ANNOTATION, GroupInfo, NodeInfo, PodInfo, Snapshot};
 
 /// Node name → when it was first seen unneeded.
 pub type UnneededSince = BTreeMap<String, Timestamp>;
@@ -57,24 +54,60 @@ pub struct BlockedNode {
     pub reason: Blocked,
 }
 
+/// The node that came nearest to taking a pod, and what it lacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closest {
+    pub node: String,
+    pub misfit: Misfit,
+}
+
 /// Why an unneeded node is not removed. Its `Display` goes into events and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
     ScaleDownDisabled,
-    Cooldown { until: Timestamp },
-    AtMinNodes { min: u32 },
-    NotUnneededLongEnough { since: Timestamp, unneeded_time: Duration },
+    Cooldown {
+        until: Timestamp,
+    },
+    AtMinNodes {
+        min: u32,
+    },
+    NotUnneededLongEnough {
+        since: Timestamp,
+        unneeded_time: Duration,
+    },
     Cordoned,
-    TooYoung { min_age: Duration },
-    DoNotDisrupt { pod: ObjectRef },
-    BarePod { pod: ObjectRef },
-    LocalStorage { pod: ObjectRef },
-    PdbAllowsNoDisruption { pod: ObjectRef, pdb: ObjectRef },
-    UnreadablePdb { namespace: String },
-    UnreadablePod { pod: String, reason: String },
-    NoRoomFor { pod: ObjectRef, closest: Option<(String, Misfit)> },
+    TooYoung {
+        min_age: Duration,
+    },
+    DoNotDisrupt {
+        pod: ObjectRef,
+    },
+    BarePod {
+        pod: ObjectRef,
+    },
+    LocalStorage {
+        pod: ObjectRef,
+    },
+    PdbAllowsNoDisruption {
+        pod: ObjectRef,
+        pdb: ObjectRef,
+    },
+    UnreadablePdb {
+        namespace: String,
+    },
+    UnreadablePod {
+        pod: String,
+        reason: String,
+    },
+    /// `closest` is the node that came nearest, as a hint; boxed to keep the enum small.
+    NoRoomFor {
+        pod: ObjectRef,
+        closest: Option<Box<Closest>>,
+    },
     ReceivesPods,
-    AnotherNodeRemoved { node: String },
+    AnotherNodeRemoved {
+        node: String,
+    },
 }
 
 impl fmt::Display for Blocked {
@@ -103,8 +136,8 @@ impl fmt::Display for Blocked {
                 write!(f, "a PodDisruptionBudget in namespace {namespace} could not be read")
             }
             Self::UnreadablePod { pod, reason } => write!(f, "pod {pod} could not be read: {reason}"),
-            Self::NoRoomFor { pod, closest: Some((node, misfit)) } => {
-                write!(f, "pod {pod} fits on no other node (closest: {node}, {misfit})")
+            Self::NoRoomFor { pod, closest: Some(closest) } => {
+                write!(f, "pod {pod} fits on no other node (closest: {}, {})", closest.node, closest.misfit)
             }
             Self::NoRoomFor { pod, closest: None } => write!(f, "pod {pod} fits on no other node (none can take pods)"),
             Self::ReceivesPods => write!(f, "the node takes pods of a node removed in this pass"),
@@ -123,6 +156,8 @@ struct Room {
     pdb_budget: BTreeMap<ObjectRef, i32>,
 }
 
+/// Plans at most one node removal per group and says why every other unneeded node stays.
+/// `unneeded` is the map the previous pass returned (empty at start); keep `plan.unneeded_since` for the next.
 pub fn plan_scale_down(snapshot: &Snapshot, now: Timestamp, unneeded: &UnneededSince) -> ScaleDownPlan {
     let mut plan = ScaleDownPlan::default();
     let mut room = Room {
@@ -216,7 +251,8 @@ fn utilization_if_unneeded(snapshot: &Snapshot, group: &GroupInfo, node: &NodeIn
 }
 
 fn cooldown_until(group: &GroupInfo, now: Timestamp) -> Option<Timestamp> {
-    let until = group.last_scale_up?.checked_add(signed(group.scale_down.cooldown)).ok()?;
+    // An instant past the end of time is still in the future.
+    let until = group.last_scale_up?.checked_add(signed(group.scale_down.cooldown)).unwrap_or(Timestamp::MAX);
     (until > now).then_some(until)
 }
 
@@ -328,7 +364,7 @@ fn covering_pdbs<'a>(snapshot: &'a Snapshot, pod: &'a PodInfo) -> impl Iterator<
 
 /// The node that came nearest to taking the pod: one short only of room if any (the one with most cpu
 /// free), else the first by name. This is the hint an operator can act on.
-fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet<String>) -> Option<(String, Misfit)> {
+fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet<String>) -> Option<Box<Closest>> {
     let misfits: Vec<(&String, &Target, Misfit)> = targets
         .iter()
         .filter(|(name, _)| !removed.contains(*name))
@@ -338,5 +374,7 @@ fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet
         .iter()
         .filter(|(_, _, m)| m.is_resource_shortage())
         .max_by(|(an, a, _), (bn, b, _)| a.free.cpu_millis.cmp(&b.free.cpu_millis).then_with(|| bn.cmp(an)));
-    short.or(misfits.first()).map(|(name, _, misfit)| ((*name).clone(), misfit.clone()))
+    short
+        .or(misfits.first())
+        .map(|(name, _, misfit)| Box::new(Closest { node: (*name).clone(), misfit: misfit.clone() }))
 }

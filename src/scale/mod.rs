@@ -18,7 +18,7 @@ mod tests;
 
 use std::{fmt, time::Duration};
 
-pub use down::{Blocked, BlockedNode, NodeRemoval, PodMove, ScaleDownPlan, UnneededSince, plan_scale_down};
+pub use down::{Blocked, BlockedNode, Closest, NodeRemoval, PodMove, ScaleDownPlan, UnneededSince, plan_scale_down};
 pub use fit::{Misfit, Target};
 pub use up::{GroupScaleUp, NewNode, NewNodeReason, NoGroup, Rejection, ScaleUpPlan, plan_scale_up};
 

@@ -4,7 +4,8 @@
 //! 1. Pods the scheduler marked unschedulable are first placed, largest first, on capacity already on its
 //!    way: nodes that joined moments ago (the scheduler may not have retried the pod since) and VPSieNodes
 //!    still in flight. One burst of pods therefore never asks for nodes twice (pitfall 8).
-//! 2. Groups below `minNodes` get nodes of their cheapest offering; pending pods may use them.
+//! 2. Groups below `minNodes` get nodes of their cheapest offering, whether or not scale-up is enabled and
+//!    beyond `maxNodesPerScaleUp` (but never past `maxNodes`); pending pods may use them.
 //! 3. Every other pod goes to ONE group: the one whose cheapest fitting offering costs least per pod-hour
 //!    (ties by namespace/name), within `maxNodes` (counting current, in-flight and leaving nodes) and
 //!    `maxNodesPerScaleUp`. Each group's pods are bin-packed onto new nodes by [`super::pack`]. Pods a
@@ -242,6 +243,8 @@ fn largest_first(pods: &mut [&PodInfo]) {
     });
 }
 
+/// Plans the nodes to add for the snapshot's pending pods and for groups below `minNodes`.
+/// `now` only decides which nodes joined recently enough to still be unknown to the scheduler's verdict.
 pub fn plan_scale_up(snapshot: &Snapshot, now: Timestamp) -> ScaleUpPlan {
     let mut plan = ScaleUpPlan::default();
     let mut pending: Vec<&PodInfo> = snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()).collect();
@@ -290,6 +293,11 @@ pub fn plan_scale_up(snapshot: &Snapshot, now: Timestamp) -> ScaleUpPlan {
             waiting.extend(overflow);
         }
         largest_first(&mut waiting);
+    }
+    // Unreachable by the argument above; kept so that no pending pod can ever drop out of the plan.
+    for pod in waiting {
+        let reasons = states.iter().filter_map(|s| s.accepts(pod).err().map(|r| (ObjectRef::group(s.group), r)));
+        plan.unschedulable.push(NoGroup { pod: ObjectRef::pod(pod), reasons: reasons.collect() });
     }
     plan.groups = states.into_iter().filter_map(GroupState::into_plan).collect();
     plan

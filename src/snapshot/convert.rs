@@ -15,8 +15,9 @@ use k8s_openapi::{
 };
 
 use super::{
-    LabelSelector, NODEGROUP_LABEL, NodeInfo, NodeSelectorTerm, PdbInfo, PodInfo, PodPhase, QuantityError, Requirement,
-    Resources, SelectorOperator, Taint, TaintEffect, Toleration, TolerationOperator, parse_millis, parse_units,
+    GroupInfo, LabelSelector, NODEGROUP_LABEL, NodeInfo, NodeSelectorTerm, PdbInfo, PodInfo, PodPhase, QuantityError,
+    Requirement, Resources, SelectorOperator, Skipped, Snapshot, Taint, TaintEffect, Toleration, TolerationOperator,
+    parse_millis, parse_units,
 };
 use crate::crd::DO_NOT_DISRUPT_ANNOTATION;
 
@@ -318,5 +319,59 @@ impl PdbInfo {
             selector,
             disruptions_allowed: pdb.status.as_ref().and_then(|s| s.disruptions_allowed).unwrap_or(0).max(0),
         })
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot from API objects, skipping (and recording) the ones that cannot be read.
+    pub fn from_k8s<'a>(
+        nodes: impl IntoIterator<Item = &'a Node>,
+        pods: impl IntoIterator<Item = &'a Pod>,
+        pdbs: impl IntoIterator<Item = &'a PodDisruptionBudget>,
+        groups: Vec<GroupInfo>,
+    ) -> Self {
+        let mut snapshot = Snapshot { groups, ..Default::default() };
+        for node in nodes {
+            match NodeInfo::from_k8s(node) {
+                Ok(info) => snapshot.nodes.push(info),
+                Err(err) => snapshot.skipped.push(Skipped {
+                    kind: "Node",
+                    name: node.metadata.name.clone().unwrap_or_default(),
+                    node_name: node.metadata.name.clone(),
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        for pod in pods {
+            match PodInfo::from_k8s(pod) {
+                Ok(info) => snapshot.pods.push(info),
+                Err(err) => snapshot.skipped.push(Skipped {
+                    kind: "Pod",
+                    name: format!(
+                        "{}/{}",
+                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        for pdb in pdbs {
+            match PdbInfo::from_k8s(pdb) {
+                Ok(info) => snapshot.pdbs.push(info),
+                Err(err) => snapshot.skipped.push(Skipped {
+                    kind: "PodDisruptionBudget",
+                    name: format!(
+                        "{}/{}",
+                        pdb.metadata.namespace.as_deref().unwrap_or_default(),
+                        pdb.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    node_name: None,
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        snapshot
     }
 }

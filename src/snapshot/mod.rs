@@ -20,7 +20,7 @@ pub use group::GroupError;
 pub use quantity::{QuantityError, parse_millis, parse_units};
 
 /// Label on a Node naming the NodeGroup it belongs to.
-pub use crate::crd::NODEGROUP_LABEL;
+pub use crate::crd::{DO_NOT_DISRUPT_ANNOTATION, NODEGROUP_LABEL};
 
 /// Requests or capacity in the four dimensions the scheduler checks for every pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -349,58 +349,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from API objects, skipping (and recording) the ones that cannot be read.
-    pub fn from_k8s<'a>(
-        nodes: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::Node>,
-        pods: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::Pod>,
-        pdbs: impl IntoIterator<Item = &'a k8s_openapi::api::policy::v1::PodDisruptionBudget>,
-        groups: Vec<GroupInfo>,
-    ) -> Self {
-        let mut snapshot = Snapshot { groups, ..Default::default() };
-        for node in nodes {
-            match NodeInfo::from_k8s(node) {
-                Ok(info) => snapshot.nodes.push(info),
-                Err(err) => snapshot.skipped.push(Skipped {
-                    kind: "Node",
-                    name: node.metadata.name.clone().unwrap_or_default(),
-                    node_name: node.metadata.name.clone(),
-                    reason: err.to_string(),
-                }),
-            }
-        }
-        for pod in pods {
-            match PodInfo::from_k8s(pod) {
-                Ok(info) => snapshot.pods.push(info),
-                Err(err) => snapshot.skipped.push(Skipped {
-                    kind: "Pod",
-                    name: format!(
-                        "{}/{}",
-                        pod.metadata.namespace.as_deref().unwrap_or_default(),
-                        pod.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                    node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-                    reason: err.to_string(),
-                }),
-            }
-        }
-        for pdb in pdbs {
-            match PdbInfo::from_k8s(pdb) {
-                Ok(info) => snapshot.pdbs.push(info),
-                Err(err) => snapshot.skipped.push(Skipped {
-                    kind: "PodDisruptionBudget",
-                    name: format!(
-                        "{}/{}",
-                        pdb.metadata.namespace.as_deref().unwrap_or_default(),
-                        pdb.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                    node_name: None,
-                    reason: err.to_string(),
-                }),
-            }
-        }
-        snapshot
-    }
-
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| n.name == name)
     }
@@ -414,3 +362,6 @@ impl Snapshot {
         self.pods_on(node).map(|p| p.requests).sum()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     scale::{
         Blocked, Misfit, ObjectRef,
-        down::{PodMove, ScaleDownPlan, UnneededSince, plan_scale_down},
+        down::{Closest, PodMove, ScaleDownPlan, UnneededSince, plan_scale_down},
     },
     snapshot::{PodPhase, Skipped},
 };
@@ -233,7 +233,10 @@ fn a_node_removed_in_the_same_plan_is_not_room_for_another_nodes_pods() {
         reason_for(&plan, "y"),
         &Blocked::NoRoomFor {
             pod: ObjectRef::new("default", "work"),
-            closest: Some(("full".to_string(), Misfit::InsufficientCpu { requested: 1500, free: 1000 })),
+            closest: Some(Box::new(Closest {
+                node: "full".to_string(),
+                misfit: Misfit::InsufficientCpu { requested: 1500, free: 1000 }
+            })),
         }
     );
 }
