@@ -75,7 +75,10 @@ async fn pending_pods_bring_nodes_once_and_idle_nodes_are_removed_without_leaks(
     let env = env();
     let ns = env.namespace("scale").await;
     let client = env.admin().await;
-    Api::<NodeGroup>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &nodegroup(s, &ns.name)).await.unwrap();
+    Api::<NodeGroup>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &nodegroup(s, &ns.name))
+        .await
+        .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     deployments.create(&PostParams::default(), &deployment(&ns.name, 4)).await.unwrap();
 
@@ -84,7 +87,12 @@ async fn pending_pods_bring_nodes_once_and_idle_nodes_are_removed_without_leaks(
     eventually("all 4 pods running on new nodes", WAIT, || async { (running(&pods).await == 4).then_some(()) }).await;
     let made = vpsienodes(&vns).await;
     // 2 cpu per node, 700m per pod: 2 pods per node, so exactly 2 nodes; a second scale-up would show here.
-    assert_eq!(made.len(), 2, "one burst must scale once: {:?}", made.iter().map(|v| v.metadata.name.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        made.len(),
+        2,
+        "one burst must scale once: {:?}",
+        made.iter().map(|v| v.metadata.name.clone()).collect::<Vec<_>>()
+    );
     assert!(made.iter().all(|v| v.status.as_ref().map(|s| s.phase) == Some(VPSieNodePhase::Ready)));
     let ours: Vec<String> =
         made.iter().filter_map(|v| v.status.as_ref().and_then(|s| s.worker_identifier.clone())).collect();
@@ -119,7 +127,10 @@ async fn a_pdb_that_allows_no_disruption_keeps_its_node_and_the_group_says_why()
     let env = env();
     let ns = env.namespace("scale-pdb").await;
     let client = env.admin().await;
-    Api::<NodeGroup>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &nodegroup(s, &ns.name)).await.unwrap();
+    Api::<NodeGroup>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &nodegroup(s, &ns.name))
+        .await
+        .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     deployments.create(&PostParams::default(), &deployment(&ns.name, 1)).await.unwrap();
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
@@ -127,7 +138,10 @@ async fn a_pdb_that_allows_no_disruption_keeps_its_node_and_the_group_says_why()
         "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "app"}}},
     }))
     .unwrap();
-    Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &pdb).await.unwrap();
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     eventually("the pod runs on a new node", WAIT, || async { (running(&pods).await == 1).then_some(()) }).await;
 

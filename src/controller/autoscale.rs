@@ -145,18 +145,28 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
         publish(ctx, group.object_ref(&()), EventType::Normal, "ScaleUp", &note).await;
     }
     for removal in &down.remove {
-        let Some(vn) = vpsienodes.iter().find(|v| v.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&removal.node))
+        let Some(vn) =
+            vpsienodes.iter().find(|v| v.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&removal.node))
         else {
             continue;
         };
-        vpsienode::begin_drain(ctx, vn, "ScaleDown", &format!("node {} is unneeded; draining it", removal.node)).await?;
+        vpsienode::begin_drain(ctx, vn, "ScaleDown", &format!("node {} is unneeded; draining it", removal.node))
+            .await?;
     }
 
     // report
     report_unschedulable(ctx, &up).await;
     for group in &groups {
-        write_group_status(ctx, group, &vpsienodes, &up, &down, scaled_up.get(&key(group)).copied(), cloud_trouble.get(&key(group)))
-            .await?;
+        write_group_status(
+            ctx,
+            group,
+            &vpsienodes,
+            &up,
+            &down,
+            scaled_up.get(&key(group)).copied(),
+            cloud_trouble.get(&key(group)),
+        )
+        .await?;
     }
     let mut by_phase: BTreeMap<&'static str, i64> = VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
     for vn in &vpsienodes {
@@ -191,7 +201,9 @@ async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<Offer
         Some(wanted) if !wanted.is_empty() => {
             for w in wanted {
                 let found = catalogue.iter().find(|o| {
-                    o.identifier.as_deref() == Some(w.as_str()) || o.id.to_string() == *w || o.name.eq_ignore_ascii_case(w)
+                    o.identifier.as_deref() == Some(w.as_str())
+                        || o.id.to_string() == *w
+                        || o.name.eq_ignore_ascii_case(w)
                 });
                 if let Some(o) = found {
                     out.push(info(w.clone(), o));
@@ -275,7 +287,13 @@ async fn report_unschedulable(ctx: &Context, up: &ScaleUpPlan) {
     }
 }
 
-async fn publish(ctx: &Context, reference: k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, note: &str) {
+async fn publish(
+    ctx: &Context,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -323,7 +341,8 @@ async fn write_group_status(
     };
     let now = Timestamp::now();
     if let Some(n) = added.filter(|n| *n > 0) {
-        status.last_scale_up = Some(ScaleEvent { time: Time(now), nodes: n, reason: "pending pods or minNodes".into() });
+        status.last_scale_up =
+            Some(ScaleEvent { time: Time(now), nodes: n, reason: "pending pods or minNodes".into() });
     }
     if removing > 0 {
         status.last_scale_down = Some(ScaleEvent { time: Time(now), nodes: removing, reason: "unneeded nodes".into() });
@@ -332,13 +351,25 @@ async fn write_group_status(
     let ready_ok = ready >= group.spec.min_nodes;
     set_condition(
         &mut status.conditions,
-        condition("Ready", ready_ok, if ready_ok { "MinNodesReady" } else { "BelowMinNodes" }, format!("{ready} of at least {} nodes Ready", group.spec.min_nodes), generation),
+        condition(
+            "Ready",
+            ready_ok,
+            if ready_ok { "MinNodesReady" } else { "BelowMinNodes" },
+            format!("{ready} of at least {} nodes Ready", group.spec.min_nodes),
+            generation,
+        ),
         now,
     );
     let cloud_ok = trouble.is_none();
     set_condition(
         &mut status.conditions,
-        condition("CloudReachable", cloud_ok, if cloud_ok { "Ok" } else { "CloudError" }, trouble.cloned().unwrap_or_default(), generation),
+        condition(
+            "CloudReachable",
+            cloud_ok,
+            if cloud_ok { "Ok" } else { "CloudError" },
+            trouble.cloned().unwrap_or_default(),
+            generation,
+        ),
         now,
     );
     let blocked: Vec<String> = down
@@ -349,10 +380,20 @@ async fn write_group_status(
         .collect();
     set_condition(
         &mut status.conditions,
-        condition("ScaleDownBlocked", !blocked.is_empty(), if blocked.is_empty() { "NoneBlocked" } else { "Blocked" }, blocked.join("; "), generation),
+        condition(
+            "ScaleDownBlocked",
+            !blocked.is_empty(),
+            if blocked.is_empty() { "NoneBlocked" } else { "Blocked" },
+            blocked.join("; "),
+            generation,
+        ),
         now,
     );
-    ctx.metrics.lifecycle.group_size.get_or_create(&GroupLabel { nodegroup: group.name_any() }).set(i64::from(status.current_nodes));
+    ctx.metrics
+        .lifecycle
+        .group_size
+        .get_or_create(&GroupLabel { nodegroup: group.name_any() })
+        .set(i64::from(status.current_nodes));
     if status == old {
         return Ok(());
     }

@@ -47,8 +47,11 @@ pub struct Context {
     /// The one shutdown signal; long steps (drains) end early on it.
     pub shutdown: CancellationToken,
     offerings: tokio::sync::Mutex<HashMap<String, (Instant, Vec<Offering>)>>,
-    add_locks: Mutex<HashMap<(String, u64), Arc<tokio::sync::Mutex<()>>>>,
+    add_locks: Mutex<HashMap<(String, u64), AddLock>>,
 }
+
+/// Serializes the adds to one VPSie group (cluster, group id) until each add's worker is discovered.
+type AddLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Catalogue prices change rarely; asking once per few minutes spares the API's rate limit.
 const OFFERINGS_TTL: Duration = Duration::from_secs(300);
@@ -103,7 +106,7 @@ impl Context {
     }
 
     /// One lock per VPSie group: adds to a group are serialized until their worker is discovered.
-    pub fn add_lock(&self, cluster: &str, group: u64) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn add_lock(&self, cluster: &str, group: u64) -> AddLock {
         let mut locks = self.add_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry((cluster.to_string(), group)).or_default().clone()
     }
@@ -221,8 +224,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic()).default_backoff();
     let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = what, "watch error");

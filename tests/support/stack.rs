@@ -81,7 +81,13 @@ fn start(env: &TestEnv, config_yaml: &str) -> Stack {
     let metrics_port = free_port();
     let mut controller = Command::new(bin);
     controller
-        .args(["run", "--identity", &format!("e2e-{}", std::process::id()), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "run",
+            "--identity",
+            &format!("e2e-{}", std::process::id()),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .args(["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "500ms"])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -102,10 +108,8 @@ fn get(url: &str) -> Option<String> {
 
 fn wait_for_json(url: &str) -> Value {
     for _ in 0..200 {
-        if let Some(body) = get(url) {
-            if let Ok(v) = serde_json::from_str(&body) {
-                return v;
-            }
+        if let Some(Ok(v)) = get(url).map(|body| serde_json::from_str(&body)) {
+            return v;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -39,10 +39,10 @@ pub async fn drain(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
         Drained::Blocked(e) => {
             // The node stays: uncordon it if we cordoned it, and go back to serving.
             let mut status = current(&vn);
-            if status.cordoned_by_us {
-                if let Some(node) = &status.node_name {
-                    drain::uncordon(&ctx.client, node).await.map_err(Error::drain)?;
-                }
+            if status.cordoned_by_us
+                && let Some(node) = &status.node_name
+            {
+                drain::uncordon(&ctx.client, node).await.map_err(Error::drain)?;
             }
             status.cordoned_by_us = false;
             status.draining_started_at = None;
