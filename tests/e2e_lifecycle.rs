@@ -169,3 +169,64 @@ async fn a_worker_that_never_joins_times_out_and_is_deleted() {
     let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "never_join"}});
     fails_cleanly("life-nojoin", fault, "JoinTimeout").await;
 }
+
+/// Add calls the simulator answered for one VPSie group path (`.../add/slave/group/<id>`).
+async fn add_calls(s: &Stack, group_id: i64) -> usize {
+    let log: serde_json::Value =
+        reqwest::get(format!("{}/_sim/requests", s.sim_url)).await.unwrap().json().await.unwrap();
+    let suffix = format!("/add/slave/group/{group_id}");
+    log.as_array().into_iter().flatten().filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(&suffix))).count()
+}
+
+#[tokio::test]
+async fn a_controller_crash_during_provisioning_never_adds_a_second_worker() {
+    let _turn = SERIAL.lock().await;
+    let (_ns, vns, offering) = setup("life-crash").await;
+    let s = stack();
+    // Slow provisioning down so the crash lands between the add call and the worker's discovery.
+    let rule =
+        s.add_fault(json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "slow", "factor": 8.0}})).await;
+    vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
+    let vn = eventually("the add was requested", WAIT, || async {
+        let vn = vns.get_opt("w").await.ok()??;
+        vn.status.as_ref()?.add_requested_at.as_ref()?;
+        Some(vn)
+    })
+    .await;
+    let group_id = vn.status.as_ref().and_then(|s| s.vpsie_group_id).expect("group recorded before the add");
+    s.crash_and_restart_controller(1);
+    let vn = wait_phase(&vns, "w", VPSieNodePhase::Ready).await;
+    assert_eq!(add_calls(s, group_id).await, 1, "the restarted controller must find the worker, not add another");
+    let worker = vn.status.and_then(|s| s.worker_identifier).unwrap();
+    let in_group: Vec<_> = s.sim_state().await["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["group"].as_i64() == Some(group_id) && w["phase"] != "gone")
+        .map(|w| w["identifier"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(in_group, vec![worker]);
+    let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
+    vns.delete("w", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_429_storm_delays_but_never_duplicates_the_worker() {
+    // Five 429s in a row open the client's circuit breaker for 30 s; the half-open probe then succeeds.
+    let _turn = SERIAL.lock().await;
+    let (_ns, vns, offering) = setup("life-429").await;
+    let s = stack();
+    let rule = s
+        .add_fault(json!({"endpoint": "*", "times": 5,
+            "fault": {"kind": "rate_limit", "retry_after": {"style": "seconds", "secs": 1}}}))
+        .await;
+    vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
+    let vn = wait_phase(&vns, "w", VPSieNodePhase::Ready).await;
+    let group_id = vn.status.as_ref().and_then(|s| s.vpsie_group_id).unwrap();
+    assert_eq!(add_calls(s, group_id).await, 1, "a rate-limited add is never repeated blindly");
+    let limited =
+        reqwest::get(format!("{}/_sim/requests", s.sim_url)).await.unwrap().json::<serde_json::Value>().await.unwrap();
+    assert!(limited.as_array().unwrap().iter().any(|r| r["status"] == 429), "the storm happened");
+    let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
+    vns.delete("w", &DeleteParams::default()).await.unwrap();
+}

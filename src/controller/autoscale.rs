@@ -87,7 +87,10 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
     for group in &groups {
         match allowed_offerings(ctx, group).await {
             Ok(offerings) => match GroupInfo::from_nodegroup(group, offerings, &vpsienodes) {
-                Ok(info) => infos.push(info),
+                Ok(mut info) => {
+                    info.in_flight.extend(just_ready(&vpsienodes, group));
+                    infos.push(info)
+                }
                 Err(e) => {
                     cloud_trouble.insert(key(group), e.to_string());
                 }
@@ -120,6 +123,12 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
             in_flight = ?snapshot.groups.iter().map(|g| (g.name.clone(), g.in_flight.clone())).collect::<Vec<_>>(),
             "scale-up plan"
         );
+        for n in snapshot.nodes.iter().filter(|n| n.created.is_some_and(|c| now.duration_since(c).as_secs() < 120)) {
+            tracing::debug!(node = %n.name, ready = n.ready, created = ?n.created, taints = ?n.taints, labels = ?n.labels, "recently joined node");
+        }
+        for p in snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()) {
+            tracing::debug!(pod = %p.name, since = ?p.unschedulable_since, "pending pod");
+        }
     }
     let down = plan_scale_down(&snapshot, now, unneeded);
     *unneeded = down.unneeded_since.clone();
@@ -223,6 +232,27 @@ async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<Offer
         });
     }
     Ok(out)
+}
+
+/// How long a node that just became Ready still counts as capacity on its way: the control plane lifts
+/// its startup taints and the scheduler retries pending pods within seconds, and until then the node's
+/// own view may not admit them.
+const JUST_READY: Duration = Duration::from_secs(20);
+
+/// Offerings of the group's VPSieNodes that became Ready within [`JUST_READY`]. Counting them a moment
+/// longer can only delay a scale-up by one pass; not counting them can double one.
+fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Vec<String> {
+    let now = Timestamp::now();
+    vpsienodes
+        .iter()
+        .filter(|v| v.spec.node_group == group.name_any() && v.namespace() == group.namespace())
+        .filter_map(|v| {
+            let s = v.status.as_ref()?;
+            let ready_at = s.ready_at.as_ref()?.0;
+            let fresh = now.duration_since(ready_at).as_secs_f64() < JUST_READY.as_secs_f64();
+            (s.phase == VPSieNodePhase::Ready && fresh).then(|| v.spec.offering.clone())
+        })
+        .collect()
 }
 
 /// A VPSieNode of the group that failed within the backoff window.

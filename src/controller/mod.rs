@@ -124,6 +124,9 @@ pub enum Error {
     Drain(DrainError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// Not a failure: a step that must not complete yet (a finalizer stays until cleanup is done).
+    #[error("waiting for {what}")]
+    Waiting { what: &'static str, retry: Duration },
 }
 
 impl Error {
@@ -135,6 +138,10 @@ impl Error {
         Self::Drain(source)
     }
 
+    pub fn waiting(what: &'static str, retry: Duration) -> Self {
+        Self::Waiting { what, retry }
+    }
+
     /// Bounded label for metrics and event reasons.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -143,6 +150,7 @@ impl Error {
             Self::Cloud { source, .. } => source.kind(),
             Self::Drain(e) => e.kind(),
             Self::Finalizer(_) => "Finalizer",
+            Self::Waiting { .. } => "Waiting",
         }
     }
 
@@ -150,6 +158,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Cloud { source, .. } => source.retry_after(),
+            Self::Waiting { retry, .. } => Some(*retry),
             _ => None,
         }
     }
@@ -178,6 +187,10 @@ where
 }
 
 pub(crate) fn record_error(ctx: &Context, controller: &'static str, error: &Error) {
+    if let Error::Waiting { what, .. } = error {
+        tracing::debug!(controller, what, "waiting");
+        return;
+    }
     ctx.metrics.controller.errors.get_or_create(&ErrorLabels { controller, kind: error.kind() }).inc();
     tracing::warn!(controller, error = %error, "reconcile failed");
 }

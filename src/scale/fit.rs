@@ -26,7 +26,23 @@ pub struct Target {
     pub free_extended: BTreeMap<String, i64>,
 }
 
+/// Taints the control plane puts on every node while it starts and lifts on its own (node lifecycle
+/// controller, cloud controller). A just-joined node still carrying one is capacity about to open.
+pub const STARTUP_TAINTS: [&str; 4] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/network-unavailable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+];
+
 impl Target {
+    /// The node as it will be once its startup taints are lifted (only for nodes that just joined: an old
+    /// node that is still not ready is not capacity).
+    pub fn without_startup_taints(mut self) -> Self {
+        self.taints.retain(|t| !STARTUP_TAINTS.contains(&t.key.as_str()));
+        self
+    }
+
     /// A real node with the requests of the pods already on it taken away.
     pub fn from_node<'a>(node: &NodeInfo, pods_on_it: impl IntoIterator<Item = &'a PodInfo>) -> Self {
         let mut target = Target {

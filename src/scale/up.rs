@@ -317,7 +317,7 @@ fn absorb_into_coming_capacity<'a>(
         .iter()
         .filter(|n| n.ready && !n.unschedulable && !n.deleting)
         .filter_map(|n| n.created.filter(|c| *c <= now && now.duration_since(*c) < catch_up).map(|c| (c, n)))
-        .map(|(created, n)| (created, Target::from_node(n, snapshot.pods_on(&n.name))))
+        .map(|(created, n)| (created, Target::from_node(n, snapshot.pods_on(&n.name)).without_startup_taints()))
         .collect();
     let mut in_flight: Vec<(ObjectRef, String, Target)> = Vec::new();
     for group in groups {

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::{REPO, TestEnv, env};
 
 pub struct Stack {
+    controller: std::sync::Mutex<(u32, Vec<String>)>,
     pub sim_url: String,
     pub metrics_url: String,
     pub cluster: String,
@@ -79,26 +80,38 @@ fn start(env: &TestEnv, config_yaml: &str) -> Stack {
     std::fs::write(&config, config_yaml).unwrap();
     let kubeconfig = env.controller_kubeconfig(&dir);
     let metrics_port = free_port();
-    let mut controller = Command::new(bin);
-    controller
-        .args([
-            "run",
-            "--identity",
-            &format!("e2e-{}", std::process::id()),
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .args(["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "500ms"])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--config")
-        .arg(&config)
-        .env("VPSIE_LOG_LEVEL", "info,vpsie_autoscaler=debug");
-    spawn_owned(controller, &dir.join("controller.log"));
+    let args: Vec<String> = [
+        "run",
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+        "--lease-duration",
+        "4s",
+        "--lease-renew-deadline",
+        "3s",
+        "--lease-retry-period",
+        "500ms",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let pid = spawn_controller(&args, &dir, 0);
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     wait_for_text(&metrics_url, "vpsie_autoscaler_leader 1");
     let _ = REPO;
-    Stack { sim_url, metrics_url, cluster, datacenter, dir }
+    Stack { controller: std::sync::Mutex::new((pid, args)), sim_url, metrics_url, cluster, datacenter, dir }
+}
+
+fn spawn_controller(args: &[String], dir: &std::path::Path, generation: u32) -> u32 {
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_vpsie-autoscaler"));
+    controller
+        .args(args)
+        .args(["--identity", &format!("e2e-{}-{generation}", std::process::id())])
+        .env("VPSIE_LOG_LEVEL", "info,vpsie_autoscaler=debug");
+    spawn_owned(controller, &dir.join(format!("controller-{generation}.log")))
 }
 
 fn get(url: &str) -> Option<String> {
@@ -128,7 +141,16 @@ fn wait_for_text(url: &str, text: &str) {
 
 impl Stack {
     pub fn controller_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("controller-0.log")).unwrap_or_default()
+    }
+
+    /// Kills the controller as a crash would (SIGKILL: no lease release, nothing flushed) and starts a
+    /// fresh replica, which must take the lease over once it expires and carry on from the API server.
+    pub fn crash_and_restart_controller(&self, generation: u32) {
+        let mut guard = self.controller.lock().unwrap();
+        let (pid, args) = &mut *guard;
+        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        *pid = spawn_controller(args, &self.dir, generation);
     }
 
     pub fn sim_log(&self) -> String {

@@ -181,7 +181,7 @@ pub async fn discover(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error
     }
 }
 
-enum Claim {
+pub(super) enum Claim {
     Found(Worker),
     Ambiguous(usize),
     NotYet,
@@ -189,7 +189,7 @@ enum Claim {
 
 /// Diffs the group's workers against the recorded pre-add list, also excluding workers other VPSieNodes
 /// already claimed, and records the one new worker as ours.
-async fn claim(ctx: &Context, vn: &VPSieNode, cluster: &str) -> Result<Claim, Error> {
+pub(super) async fn claim(ctx: &Context, vn: &VPSieNode, cluster: &str) -> Result<Claim, Error> {
     let status = current(vn);
     let Some(group) = status.vpsie_group_id else {
         return Ok(Claim::NotYet);

@@ -129,10 +129,13 @@ pub async fn release_failed(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action,
     Ok(Action::await_change())
 }
 
-/// The VPSieNode is being deleted: drain (PDBs honoured), delete the VM, delete the Node. Returning `Ok`
-/// lets the finalizer go.
+/// The VPSieNode is being deleted: drain (PDBs honoured), delete the VM, delete the Node.
+///
+/// The finalizer is removed as soon as this returns `Ok`, so every path that is not finished returns an
+/// error (`Waiting` for the normal pauses) and only a completed release returns `Ok`.
 pub async fn cleanup(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
     let mut status = current(&vn);
+    let mut latest = (*vn).clone();
     match status.phase {
         VPSieNodePhase::Joining | VPSieNodePhase::Ready | VPSieNodePhase::Draining => {
             if status.phase != VPSieNodePhase::Draining {
@@ -141,40 +144,51 @@ pub async fn cleanup(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
                     .status
                     .unwrap_or_default();
             }
-            let vn = VPSieNode { status: Some(status), ..(*vn).clone() };
-            match drain_node(&vn, ctx).await? {
+            let draining = VPSieNode { status: Some(status), ..(*vn).clone() };
+            match drain_node(&draining, ctx).await? {
                 Drained::Done | Drained::NoNode => {
-                    let status = current(&vn);
-                    transition(ctx, &vn, status, VPSieNodePhase::Terminating, "Drained", "deleting the VM").await?;
-                    Ok(Action::requeue(Duration::ZERO))
+                    let status = current(&draining);
+                    latest = transition(
+                        ctx,
+                        &draining,
+                        status,
+                        VPSieNodePhase::Terminating,
+                        "Drained",
+                        "node drained; deleting the VM",
+                    )
+                    .await?;
                 }
                 Drained::Blocked(e) => {
                     // Deletion was asked for, so keep trying; the reason tells the operator what blocks it.
-                    let mut status = current(&vn);
+                    let mut status = current(&draining);
                     status.reason = Some("DrainBlocked".into());
                     status.message = Some(e.to_string());
                     status.draining_started_at = Some(now());
-                    write_status(ctx, &vn, &status, None).await?;
-                    Err(Error::drain(e))
+                    write_status(ctx, &draining, &status, None).await?;
+                    return Err(Error::drain(e));
                 }
-                Drained::Pending => Ok(Action::requeue(POLL)),
+                Drained::Pending => return Err(Error::waiting("the drain to finish", POLL)),
             }
         }
         VPSieNodePhase::Provisioning if status.worker_identifier.is_none() => {
-            // An add may have landed that discovery has not matched yet: give it the time a listing needs
-            // before concluding nothing was created.
-            if elapsed_since(status.add_requested_at.as_ref()) < Duration::from_secs(30) {
-                return Ok(Action::requeue(POLL));
+            // An add may have landed that discovery has not matched yet: look once more, and give a listing
+            // the time it needs before concluding that nothing was created.
+            if let super::provision::Claim::Found(w) =
+                super::provision::claim(ctx, &vn, &vn.spec.cluster_identifier).await?
+            {
+                status.worker_identifier = Some(w.identifier);
+                status.hostname = Some(w.hostname);
+                latest.status = Some(status);
+            } else if elapsed_since(status.add_requested_at.as_ref()) < Duration::from_secs(30) {
+                return Err(Error::waiting("the requested worker to be listed", POLL));
             }
-            release(ctx, &vn, &mut status).await?;
-            Ok(Action::await_change())
         }
-        _ => {
-            release(ctx, &vn, &mut status).await?;
-            ctx.metrics.lifecycle.scale_down_result("success");
-            Ok(Action::await_change())
-        }
+        _ => {}
     }
+    let mut status = current(&latest);
+    release(ctx, &latest, &mut status).await?;
+    ctx.metrics.lifecycle.scale_down_result("success");
+    Ok(Action::await_change())
 }
 
 /// Deletes the VM (by identifier) and then the Node object, recording that both are gone.

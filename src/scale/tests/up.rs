@@ -143,6 +143,21 @@ fn a_node_that_joined_after_the_pod_was_found_unschedulable_absorbs_it() {
 }
 
 #[test]
+fn a_just_joined_node_still_carrying_the_not_ready_taint_absorbs_the_pod_but_a_group_taint_does_not() {
+    let g = group("g", 0, 5, vec![small()]);
+    let starting = node("fresh", Some("g"), 2, 4).with(|n| {
+        n.created = Some(at(-5));
+        n.taints = vec![taint("node.kubernetes.io/not-ready", "", TaintEffect::NoSchedule)];
+    });
+    let plan = plan_scale_up(&snapshot(vec![starting.clone()], vec![pending("p", 1000, 256)], vec![g.clone()]), now());
+    assert!(plan.is_empty(), "the startup taint is lifted by the control plane within seconds");
+
+    let dedicated = starting.with(|n| n.taints = vec![taint("dedicated", "gpu", TaintEffect::NoSchedule)]);
+    let plan = plan_scale_up(&snapshot(vec![dedicated], vec![pending("p", 1000, 256)], vec![g]), now());
+    assert_eq!(plan.groups.len(), 1, "a taint that stays keeps the pod off");
+}
+
+#[test]
 fn max_nodes_caps_the_plan_counting_current_in_flight_and_leaving_nodes() {
     let g = group("g", 0, 4, vec![small()]).with(|g| {
         g.current_nodes = 1;
