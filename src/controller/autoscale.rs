@@ -237,7 +237,7 @@ async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<Offer
 /// How long a node that just became Ready still counts as capacity on its way: the control plane lifts
 /// its startup taints and the scheduler retries pending pods within seconds, and until then the node's
 /// own view may not admit them.
-const JUST_READY: Duration = Duration::from_secs(20);
+const JUST_READY: Duration = Duration::from_secs(8);
 
 /// Offerings of the group's VPSieNodes that became Ready within [`JUST_READY`]. Counting them a moment
 /// longer can only delay a scale-up by one pass; not counting them can double one.

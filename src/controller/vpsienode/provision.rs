@@ -63,7 +63,8 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
     status.workers_before_add = Some(before.iter().map(|w| w.identifier.clone()).collect());
     status.add_requested_at = Some(now());
     status.provisioning_started_at = Some(now());
-    status.hourly_price = Some(offering.hourly_price);
+    // Micro-dollar precision keeps `kubectl get -o wide` readable and loses nothing that matters.
+    status.hourly_price = Some((offering.hourly_price * 1e6).round() / 1e6);
     status.phase = VPSieNodePhase::Provisioning;
     status.reason = Some("AddRequested".into());
     status.message = Some(format!("asked VPSie for one {} worker in group {}", offering.name, group.name));
