@@ -187,6 +187,8 @@ pub struct GroupLabel {
 /// Workers coming and going: adds, durations, scale decisions, sizes.
 pub struct LifecycleMetrics {
     pub add_calls: Counter,
+    /// Workers deleted by the leak sweep because no VPSieNode claimed them.
+    pub orphans_deleted: Counter,
     pub cloud_errors: Family<KindLabel, Counter>,
     pub provisioning_duration: Histogram,
     pub drain_duration: Histogram,
@@ -204,6 +206,7 @@ impl LifecycleMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = Self {
             add_calls: Counter::default(),
+            orphans_deleted: Counter::default(),
             cloud_errors: Family::default(),
             provisioning_duration: Histogram::new(exponential_buckets(5.0, 2.0, 10)),
             drain_duration: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -215,6 +218,11 @@ impl LifecycleMetrics {
             scale_up_latency: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
         };
         registry.register("vpsie_autoscaler_worker_adds", "Add-worker calls made to VPSie", m.add_calls.clone());
+        registry.register(
+            "vpsie_autoscaler_orphan_workers_deleted",
+            "Workers no VPSieNode claimed, deleted by the leak sweep",
+            m.orphans_deleted.clone(),
+        );
         registry.register(
             "vpsie_autoscaler_cloud_errors",
             "Cloud refusals that failed a VPSieNode, by kind",

@@ -68,19 +68,25 @@ async fn vpsienodes(api: &Api<VPSieNode>) -> Vec<VPSieNode> {
     api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default()
 }
 
+/// A namespace with the `pool` NodeGroup and a Deployment of `replicas` pods that only its nodes can run.
+async fn group_with_load(prefix: &str, replicas: i32) -> (support::TestNamespace, kube::Client, Api<Deployment>) {
+    let env = env();
+    let ns = env.namespace(prefix).await;
+    let client = env.admin().await;
+    Api::<NodeGroup>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &nodegroup(stack(), &ns.name))
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deployments.create(&PostParams::default(), &deployment(&ns.name, replicas)).await.unwrap();
+    (ns, client, deployments)
+}
+
 #[tokio::test]
 async fn pending_pods_bring_nodes_once_and_idle_nodes_are_removed_without_leaks() {
     let _turn = SERIAL.lock().await;
     let s = stack();
-    let env = env();
-    let ns = env.namespace("scale").await;
-    let client = env.admin().await;
-    Api::<NodeGroup>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &nodegroup(s, &ns.name))
-        .await
-        .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    deployments.create(&PostParams::default(), &deployment(&ns.name, 4)).await.unwrap();
+    let (ns, client, deployments) = group_with_load("scale", 4).await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let vns: Api<VPSieNode> = Api::namespaced(client.clone(), &ns.name);
@@ -123,16 +129,7 @@ async fn pending_pods_bring_nodes_once_and_idle_nodes_are_removed_without_leaks(
 #[tokio::test]
 async fn a_pdb_that_allows_no_disruption_keeps_its_node_and_the_group_says_why() {
     let _turn = SERIAL.lock().await;
-    let s = stack();
-    let env = env();
-    let ns = env.namespace("scale-pdb").await;
-    let client = env.admin().await;
-    Api::<NodeGroup>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &nodegroup(s, &ns.name))
-        .await
-        .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    deployments.create(&PostParams::default(), &deployment(&ns.name, 1)).await.unwrap();
+    let (ns, client, _deployments) = group_with_load("scale-pdb", 1).await;
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": "app"},
         "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "app"}}},

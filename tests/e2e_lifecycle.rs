@@ -230,3 +230,40 @@ async fn a_429_storm_delays_but_never_duplicates_the_worker() {
     let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
     vns.delete("w", &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_worker_no_vpsienode_claims_is_deleted_by_the_leak_sweep() {
+    let _turn = SERIAL.lock().await;
+    let (_ns, vns, offering) = setup("life-orphan").await;
+    let s = stack();
+    vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
+    let vn = wait_phase(&vns, "w", VPSieNodePhase::Ready).await;
+    let status = vn.status.unwrap();
+    let (ours, group_id) = (status.worker_identifier.unwrap(), status.vpsie_group_id.unwrap());
+
+    // A worker added behind the autoscaler's back (as a lost add answer would leave one) in our group.
+    let before: Vec<String> = s.live_workers().await.into_iter().map(|(id, _, _)| id).collect();
+    let url = format!("{}/apps/v2/k8s/cluster/byId/{}/add/slave/group/{group_id}", s.sim_url, s.cluster);
+    let resp = reqwest::Client::new().post(url).header("Vpsie-Auth", "sim-token").send().await.unwrap();
+    assert!(resp.status().is_success());
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], json!(false), "{body}");
+    let orphan = eventually("the extra worker is listed", WAIT, || async {
+        s.live_workers().await.into_iter().map(|(id, _, _)| id).find(|id| !before.contains(id))
+    })
+    .await;
+    // Grace is provisioning + joining timeout (24 s here), swept every 15 s.
+    eventually("the orphan is deleted", Duration::from_secs(90), || async {
+        (!s.live_workers().await.iter().any(|(id, _, phase)| id == &orphan && phase != "deleting")).then_some(())
+    })
+    .await;
+    assert!(s.live_workers().await.iter().any(|(id, _, phase)| id == &ours && phase == "joined"), "ours must stay");
+    let metrics = s.metrics().await;
+    let swept = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vpsie_autoscaler_orphan_workers_deleted_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(swept >= 1.0, "{metrics}");
+    vns.delete("w", &DeleteParams::default()).await.unwrap();
+}

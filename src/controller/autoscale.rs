@@ -60,6 +60,8 @@ pub struct Stores {
 
 pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken) {
     let mut unneeded = UnneededSince::new();
+    let mut sweep = super::orphans::Sweep::default();
+    let mut last_sweep = std::time::Instant::now();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -74,6 +76,14 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
         }
         if let Err(e) = pass(&ctx, &stores, &mut unneeded).await {
             super::record_error(&ctx, "autoscale", &e);
+        }
+        if last_sweep.elapsed() >= super::orphans::SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            let groups: Vec<NodeGroup> = stores.groups.state().iter().map(|g| (**g).clone()).collect();
+            let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
+            if let Err(e) = sweep.run(&ctx, &groups, &vpsienodes).await {
+                super::record_error(&ctx, "orphans", &e);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
 
 pub mod autoscale;
+pub mod orphans;
 pub mod vpsienode;
 
 use std::{
