@@ -154,9 +154,25 @@ async fn a_pdb_that_allows_no_disruption_keeps_its_node_and_the_group_says_why()
     .await;
     assert!(message.to_lowercase().contains("disruption"), "{message}");
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let vns: Api<VPSieNode> = Api::namespaced(client, &ns.name);
+    let vns: Api<VPSieNode> = Api::namespaced(client.clone(), &ns.name);
     let left = vpsienodes(&vns).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].status.as_ref().map(|s| s.phase), Some(VPSieNodePhase::Ready));
     assert_eq!(running(&pods).await, 1);
+
+    // `kubectl describe node` shows the same reason as an Event.
+    let node = left[0].status.as_ref().and_then(|s| s.node_name.clone()).expect("linked node");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    eventually("a ScaleDownBlocked event on the node", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("ScaleDownBlocked")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node.as_str())
+                    && e.note.as_deref().is_some_and(|n| n.to_lowercase().contains("disruption"))
+            })
+            .then_some(())
+    })
+    .await;
 }

@@ -267,3 +267,66 @@ async fn a_worker_no_vpsienode_claims_is_deleted_by_the_leak_sweep() {
     assert!(swept >= 1.0, "{metrics}");
     vns.delete("w", &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_controller_crash_during_a_blocked_drain_resumes_and_finishes_once_the_pdb_allows() {
+    let _turn = SERIAL.lock().await;
+    let (ns, vns, offering) = setup("life-draincrash").await;
+    let s = stack();
+    let client = env().admin().await;
+    vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
+    let vn = wait_phase(&vns, "w", VPSieNodePhase::Ready).await;
+    let status = vn.status.unwrap();
+    let (node, worker) = (status.node_name.unwrap(), status.worker_identifier.unwrap());
+
+    // One pod pinned to the node, guarded by a PDB that allows no disruption.
+    let deploy: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                "containers": [{"name": "db", "image": "registry.k8s.io/pause:3.10"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &deploy)
+        .await
+        .unwrap();
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(client.clone(), &ns.name);
+    let pdb = serde_json::from_value(json!({"metadata": {"name": "db"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "db"}}}}))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns.name);
+    eventually("the guarded pod runs", WAIT, || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).then_some(())
+    })
+    .await;
+
+    // Deleting the VPSieNode drains first; the PDB blocks it, and the reason says so.
+    vns.delete("w", &DeleteParams::default()).await.unwrap();
+    eventually("the drain reports the PDB", WAIT, || async {
+        let (phase, reason) = phase_of(&vns, "w").await?;
+        (phase == VPSieNodePhase::Draining && reason == "DrainBlocked").then_some(())
+    })
+    .await;
+    assert!(s.live_workers().await.iter().any(|(id, _, _)| id == &worker), "a blocked drain keeps the VM");
+
+    s.crash_and_restart_controller(2);
+    pdbs.patch("db", &Default::default(), &kube::api::Patch::Merge(json!({"spec": {"maxUnavailable": 1}})))
+        .await
+        .unwrap();
+    eventually("the VPSieNode is gone after the resumed drain", WAIT, || async {
+        vns.get_opt("w").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eventually("the worker is deleted", WAIT, || async {
+        (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(client);
+    eventually("the Node is removed", WAIT, || async { nodes.get_opt(&node).await.ok()?.is_none().then_some(()) })
+        .await;
+}

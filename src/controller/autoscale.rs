@@ -37,7 +37,7 @@ use crate::{
     },
     metrics::{GroupLabel, PhaseLabel, ResultLabel},
     scale::{
-        down::{ScaleDownPlan, UnneededSince, plan_scale_down},
+        down::{Blocked, ScaleDownPlan, UnneededSince, plan_scale_down},
         up::{ScaleUpPlan, plan_scale_up},
     },
     snapshot::{GroupInfo, OfferingInfo, Snapshot},
@@ -175,6 +175,16 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
 
     // report
     report_unschedulable(ctx, &up).await;
+    for blocked in down.blocked.iter().filter(|b| !matches!(b.reason, Blocked::NotUnneededLongEnough { .. })) {
+        // On the Node, where `kubectl describe node` shows it; the recorder folds repeats into one series.
+        let node = Node {
+            metadata: ObjectMeta { name: Some(blocked.node.clone()), ..ObjectMeta::default() },
+            ..Node::default()
+        };
+        let note = format!("scale-down of {} blocked: {}", blocked.node, blocked.reason);
+        publish_as(ctx, node.object_ref(&()), EventType::Normal, "ScaleDownBlocked", blocked.reason.kind(), &note)
+            .await;
+    }
     for group in &groups {
         write_group_status(
             ctx,
@@ -334,11 +344,23 @@ async fn publish(
     reason: &str,
     note: &str,
 ) {
+    publish_as(ctx, reference, type_, reason, "Autoscale", note).await
+}
+
+/// Events are folded into series by reason and action, so a different cause needs a different action.
+async fn publish_as(
+    ctx: &Context,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1024).collect()),
-        action: "Autoscale".into(),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {

@@ -110,6 +110,29 @@ pub enum Blocked {
     },
 }
 
+impl Blocked {
+    /// Bounded name of the reason, for event actions and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ScaleDownDisabled { .. } => "ScaleDownDisabled",
+            Self::Cooldown { .. } => "Cooldown",
+            Self::AtMinNodes { .. } => "AtMinNodes",
+            Self::NotUnneededLongEnough { .. } => "NotUnneededLongEnough",
+            Self::Cordoned { .. } => "Cordoned",
+            Self::TooYoung { .. } => "TooYoung",
+            Self::DoNotDisrupt { .. } => "DoNotDisrupt",
+            Self::BarePod { .. } => "BarePod",
+            Self::LocalStorage { .. } => "LocalStorage",
+            Self::PdbAllowsNoDisruption { .. } => "PdbAllowsNoDisruption",
+            Self::UnreadablePdb { .. } => "UnreadablePdb",
+            Self::UnreadablePod { .. } => "UnreadablePod",
+            Self::NoRoomFor { .. } => "NoRoomFor",
+            Self::ReceivesPods { .. } => "ReceivesPods",
+            Self::AnotherNodeRemoved { .. } => "AnotherNodeRemoved",
+        }
+    }
+}
+
 impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
