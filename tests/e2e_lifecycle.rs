@@ -108,10 +108,7 @@ async fn a_vpsienode_becomes_a_labelled_ready_node_and_deleting_it_deletes_the_w
 
     vns.delete("w1", &DeleteParams::default()).await.unwrap();
     eventually("the VPSieNode is gone", WAIT, || async { vns.get_opt("w1").await.ok()?.is_none().then_some(()) }).await;
-    eventually("the worker is deleted", WAIT, || async {
-        (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
-    })
-    .await;
+    eventually("the worker is deleted", WAIT, || async { s.worker_released(&worker).await.then_some(()) }).await;
     eventually("the Node object is removed", WAIT, || async {
         nodes.get_opt(&node_name).await.ok()?.is_none().then_some(())
     })
@@ -130,10 +127,8 @@ async fn fails_cleanly(prefix: &str, fault: serde_json::Value, reason: &str) {
     let status = vn.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some(reason), "message: {:?}", status.message);
     if let Some(worker) = status.worker_identifier.clone() {
-        eventually("the failed worker is deleted", WAIT, || async {
-            (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
-        })
-        .await;
+        eventually("the failed worker is deleted", WAIT, || async { s.worker_released(&worker).await.then_some(()) })
+            .await;
     }
     let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
     assert!(phase_of(&vns, "w").await.is_some());
@@ -254,7 +249,7 @@ async fn a_worker_no_vpsienode_claims_is_deleted_by_the_leak_sweep() {
     .await;
     // Grace is provisioning + joining timeout (24 s here), swept every 15 s.
     eventually("the orphan is deleted", Duration::from_secs(90), || async {
-        (!s.live_workers().await.iter().any(|(id, _, phase)| id == &orphan && phase != "deleting")).then_some(())
+        s.worker_released(&orphan).await.then_some(())
     })
     .await;
     assert!(s.live_workers().await.iter().any(|(id, _, phase)| id == &ours && phase == "joined"), "ours must stay");
@@ -322,10 +317,7 @@ async fn a_controller_crash_during_a_blocked_drain_resumes_and_finishes_once_the
         vns.get_opt("w").await.ok()?.is_none().then_some(())
     })
     .await;
-    eventually("the worker is deleted", WAIT, || async {
-        (!s.live_workers().await.iter().any(|(id, _, phase)| id == &worker && phase != "deleting")).then_some(())
-    })
-    .await;
+    eventually("the worker is deleted", WAIT, || async { s.worker_released(&worker).await.then_some(()) }).await;
     let nodes: Api<Node> = Api::all(client);
     eventually("the Node is removed", WAIT, || async { nodes.get_opt(&node).await.ok()?.is_none().then_some(()) })
         .await;

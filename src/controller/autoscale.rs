@@ -18,10 +18,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::{
-        events::{Event, EventType},
-        reflector::Store,
-    },
+    runtime::{events::EventType, reflector::Store},
 };
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
@@ -161,7 +158,7 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
         }
         *scaled_up.entry(key(group)).or_default() += plan.nodes.len() as i32;
         let note = format!("adding {} node(s) ({:.4} USD/h) for pending pods", plan.nodes.len(), plan.hourly_cost);
-        publish(ctx, group.object_ref(&()), EventType::Normal, "ScaleUp", &note).await;
+        ctx.publish(&group.object_ref(&()), EventType::Normal, "ScaleUp", "Autoscale", &note).await;
     }
     for removal in &down.remove {
         let Some(vn) =
@@ -182,8 +179,7 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
             ..Node::default()
         };
         let note = format!("scale-down of {} blocked: {}", blocked.node, blocked.reason);
-        publish_as(ctx, node.object_ref(&()), EventType::Normal, "ScaleDownBlocked", blocked.reason.kind(), &note)
-            .await;
+        ctx.publish(&node.object_ref(&()), EventType::Normal, "ScaleDownBlocked", blocked.reason.kind(), &note).await;
     }
     for group in &groups {
         write_group_status(
@@ -209,6 +205,11 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
 
 fn key(group: &NodeGroup) -> String {
     format!("{}/{}", group.namespace().unwrap_or_default(), group.name_any())
+}
+
+/// Whether the VPSieNode is one of the group's (same namespace, named group).
+fn belongs_to(vn: &VPSieNode, group: &NodeGroup) -> bool {
+    vn.spec.node_group == group.name_any() && vn.namespace() == group.namespace()
 }
 
 fn same(group: &NodeGroup, namespace: &str, name: &str) -> bool {
@@ -265,7 +266,7 @@ fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Vec<String> {
     let now = Timestamp::now();
     vpsienodes
         .iter()
-        .filter(|v| v.spec.node_group == group.name_any() && v.namespace() == group.namespace())
+        .filter(|v| belongs_to(v, group))
         .filter_map(|v| {
             let s = v.status.as_ref()?;
             let ready_at = s.ready_at.as_ref()?.0;
@@ -279,7 +280,7 @@ fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Vec<String> {
 fn recent_failure(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Option<String> {
     vpsienodes.iter().find_map(|v| {
         let s = v.status.as_ref()?;
-        let ours = v.spec.node_group == group.name_any() && v.namespace() == group.namespace();
+        let ours = belongs_to(v, group);
         let since = s.last_phase_transition.as_ref()?.0;
         let recent = Timestamp::now().duration_since(since).as_secs_f64() < FAILURE_BACKOFF.as_secs_f64();
         (ours && s.phase == VPSieNodePhase::Failed && recent).then(|| v.name_any())
@@ -333,38 +334,7 @@ async fn report_unschedulable(ctx: &Context, up: &ScaleUpPlan) {
         let mut reference = pod.object_ref(&());
         // Events need the uid only for display grouping; namespace/name suffice for kubectl describe.
         reference.uid = None;
-        publish(ctx, reference, EventType::Warning, "NoNodeGroupFits", &miss.to_string()).await;
-    }
-}
-
-async fn publish(
-    ctx: &Context,
-    reference: k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) {
-    publish_as(ctx, reference, type_, reason, "Autoscale", note).await
-}
-
-/// Events are folded into series by reason and action, so a different cause needs a different action.
-async fn publish_as(
-    ctx: &Context,
-    reference: k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1024).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(error = %e, "could not record event");
+        ctx.publish(&reference, EventType::Warning, "NoNodeGroupFits", "Autoscale", &miss.to_string()).await;
     }
 }
 
@@ -377,10 +347,7 @@ async fn write_group_status(
     added: Option<i32>,
     trouble: Option<&String>,
 ) -> Result<(), Error> {
-    let ours: Vec<&VPSieNode> = vpsienodes
-        .iter()
-        .filter(|v| v.spec.node_group == group.name_any() && v.namespace() == group.namespace())
-        .collect();
+    let ours: Vec<&VPSieNode> = vpsienodes.iter().filter(|v| belongs_to(v, group)).collect();
     let phase = |v: &VPSieNode| v.status.as_ref().map(|s| s.phase).unwrap_or_default();
     let current = ours
         .iter()

@@ -106,6 +106,28 @@ impl Context {
         Ok(list)
     }
 
+    /// Records a Kubernetes Event on `reference`. Series are keyed by reason and action, so a different
+    /// cause needs a different action. A failure to record is logged, never fatal.
+    pub async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1024).collect()),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+
     /// One lock per VPSie group: adds to a group are serialized until their worker is discovered.
     pub fn add_lock(&self, cluster: &str, group: u64) -> AddLock {
         let mut locks = self.add_locks.lock().unwrap_or_else(|p| p.into_inner());

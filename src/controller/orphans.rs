@@ -70,14 +70,8 @@ impl Sweep {
                             since.elapsed().as_secs()
                         );
                         tracing::warn!(group = %group.name_any(), worker = %w.identifier, "{note}");
-                        let event = kube::runtime::events::Event {
-                            type_: EventType::Warning,
-                            reason: "OrphanWorkerDeleted".into(),
-                            note: Some(note),
-                            action: "Sweep".into(),
-                            secondary: None,
-                        };
-                        let _ = ctx.recorder.publish(&event, &group.object_ref(&())).await;
+                        ctx.publish(&group.object_ref(&()), EventType::Warning, "OrphanWorkerDeleted", "Sweep", &note)
+                            .await;
                         self.unclaimed_since.remove(&w.identifier);
                     }
                 }

@@ -177,6 +177,11 @@ impl Stack {
             .collect()
     }
 
+    /// Whether the worker is gone or being deleted (nothing of it will keep running or billing).
+    pub async fn worker_released(&self, identifier: &str) -> bool {
+        !self.live_workers().await.iter().any(|(id, _, phase)| id == identifier && phase != "deleting")
+    }
+
     /// Accrued spend of the simulated account.
     pub async fn cost(&self) -> Value {
         self.sim_state().await["cost"].clone()

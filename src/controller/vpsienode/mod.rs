@@ -19,7 +19,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         finalizer::{Event as Finalizer, finalizer},
     },
 };
@@ -156,14 +156,5 @@ pub async fn begin_drain(ctx: &Context, vn: &VPSieNode, reason: &str, message: &
 
 /// Records an Event on the object; a failure to record is logged, never fatal.
 async fn publish(ctx: &Context, vn: &VPSieNode, type_: EventType, reason: &str, action: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1024).collect()),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &vn.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not record event");
-    }
+    ctx.publish(&vn.object_ref(&()), type_, reason, action, note).await;
 }
