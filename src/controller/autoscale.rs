@@ -5,7 +5,11 @@
 //! planners in `scale/`), act (create VPSieNodes; move removal candidates to `Draining`; only the Lease
 //! holder acts), report (NodeGroup status and conditions, Events on pods and groups, metrics).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use k8s_openapi::{
     api::{
@@ -28,7 +32,8 @@ use super::{Context, Error, vpsienode};
 use crate::{
     cloud::Offering,
     crd::{
-        FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, VPSieNode, VPSieNodePhase, VPSieNodeSpec,
+        DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, VPSieNode,
+        VPSieNodePhase, VPSieNodeSpec,
         conditions::{condition, set_condition},
         nodegroup::ScaleEvent,
     },
@@ -37,7 +42,7 @@ use crate::{
         down::{Blocked, ScaleDownPlan, UnneededSince, plan_scale_down},
         up::{ScaleUpPlan, plan_scale_up},
     },
-    snapshot::{GroupInfo, OfferingInfo, Snapshot},
+    snapshot::{DrainBackoff, GroupInfo, OfferingInfo, Snapshot},
 };
 
 /// How often the loop looks at the cluster.
@@ -69,6 +74,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
         if !ctx.is_leader() {
             // A new leader starts its unneeded timers afresh: removing later is the safe side.
             unneeded.clear();
+            ctx.expectations.clear();
             continue;
         }
         if let Err(e) = pass(&ctx, &stores, &mut unneeded).await {
@@ -91,11 +97,14 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
     let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
     let mut infos = Vec::new();
     let mut cloud_trouble: BTreeMap<String, String> = BTreeMap::new();
+    let cached: BTreeSet<String> = vpsienodes.iter().map(vpsienode_key).collect();
+    let mut unobserved = ctx.expectations.unobserved(|name| cached.contains(name), std::time::Instant::now());
     for group in &groups {
         match allowed_offerings(ctx, group).await {
             Ok(offerings) => match GroupInfo::from_nodegroup(group, offerings, &vpsienodes) {
                 Ok(mut info) => {
                     info.in_flight.extend(just_ready(&vpsienodes, group));
+                    info.in_flight.extend(unobserved.remove(&key(group)).unwrap_or_default());
                     infos.push(info)
                 }
                 Err(e) => {
@@ -110,12 +119,13 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
     let nodes = stores.nodes.state();
     let pods = stores.pods.state();
     let pdbs = stores.pdbs.state();
-    let snapshot = Snapshot::from_k8s(
+    let mut snapshot = Snapshot::from_k8s(
         nodes.iter().map(|n| n.as_ref()),
         pods.iter().map(|p| p.as_ref()),
         pdbs.iter().map(|p| p.as_ref()),
         infos,
     );
+    snapshot.drain_backoff = drain_backoffs(&vpsienodes);
     let pending = snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()).count();
     ctx.metrics.lifecycle.pending_unschedulable_pods.set(pending as i64);
 
@@ -149,7 +159,13 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
             continue;
         }
         for node in &plan.nodes {
-            create_vpsienode(ctx, group, &node.offering_id).await?;
+            let created = create_vpsienode(ctx, group, &node.offering_id).await?;
+            ctx.expectations.created(
+                &vpsienode_key(&created),
+                &key(group),
+                &node.offering_id,
+                std::time::Instant::now(),
+            );
             ctx.metrics.lifecycle.scale_ups.get_or_create(&ResultLabel { result: "requested" }).inc();
             if let Some(since) = node.pending_since {
                 let waited = now.duration_since(since).as_secs_f64().max(0.0);
@@ -166,8 +182,9 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
         else {
             continue;
         };
-        vpsienode::begin_drain(ctx, vn, "ScaleDown", &format!("node {} is unneeded; draining it", removal.node))
-            .await?;
+        if may_request_drain(vn) {
+            vpsienode::request_drain(ctx, vn, &format!("node {} is unneeded", removal.node)).await?;
+        }
     }
 
     // report
@@ -201,6 +218,39 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
         ctx.metrics.lifecycle.vpsienodes.get_or_create(&PhaseLabel { phase }).set(n);
     }
     Ok(())
+}
+
+/// Whether scale-down may ask for this VPSieNode's drain: it is serving, not being deleted, and holds no
+/// request its controller has not answered yet (asking again would only restamp the same request).
+fn may_request_drain(vn: &VPSieNode) -> bool {
+    let Some(status) = vn.status.as_ref() else { return false };
+    let asked = vn.metadata.annotations.as_ref().and_then(|a| a.get(DRAIN_REQUEST_ANNOTATION));
+    status.phase == VPSieNodePhase::Ready
+        && vn.metadata.deletion_timestamp.is_none()
+        && asked.is_none_or(|a| status.drain_request.as_ref() == Some(a))
+}
+
+/// Nodes whose last scale-down drain was blocked and when each may be drained again, from the records
+/// the VPSieNode controller keeps.
+fn drain_backoffs(vpsienodes: &[VPSieNode]) -> BTreeMap<String, DrainBackoff> {
+    vpsienodes
+        .iter()
+        .filter_map(|v| {
+            let s = v.status.as_ref()?;
+            let node = s.node_name.clone()?;
+            let until = s.drain_retry_after.as_ref()?.0;
+            let cause = format!(
+                "{} blocked drain(s) in a row; last: {}",
+                s.drain_failures,
+                s.reason.as_deref().unwrap_or("unknown")
+            );
+            Some((node, DrainBackoff { until, cause }))
+        })
+        .collect()
+}
+
+fn vpsienode_key(vn: &VPSieNode) -> String {
+    format!("{}/{}", vn.namespace().unwrap_or_default(), vn.name_any())
 }
 
 fn key(group: &NodeGroup) -> String {
@@ -368,6 +418,12 @@ async fn write_group_status(
         ready_nodes: ready,
         ..old.clone()
     };
+    // The VPSie groups outlive their workers, so ids once learned are kept.
+    for v in &ours {
+        if let Some(id) = v.status.as_ref().and_then(|s| s.vpsie_group_id) {
+            status.vpsie_groups.insert(v.spec.offering.clone(), id);
+        }
+    }
     let now = Timestamp::now();
     if let Some(n) = added.filter(|n| *n > 0) {
         status.last_scale_up =
@@ -427,14 +483,22 @@ async fn write_group_status(
         return Ok(());
     }
     let api: Api<NodeGroup> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    // Computed from the cached copy, so written only over that exact version: if the group moved on, the
+    // next pass computes again from the newer copy instead of overwriting it.
     let patch = json!({
         "apiVersion": "autoscaler.vpsie.com/v1alpha1",
         "kind": "NodeGroup",
-        "metadata": {"name": group.name_any()},
+        "metadata": {"name": group.name_any(), "resourceVersion": group.metadata.resource_version},
         "status": status,
     });
-    api.patch_status(&group.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Write { kind: "NodeGroup status", source })?;
-    Ok(())
+    match api.patch_status(&group.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(source) => match Error::write("NodeGroup status", source) {
+            Error::Conflict { .. } => {
+                tracing::debug!(group = %key(group), "NodeGroup changed since it was cached; status written next pass");
+                Ok(())
+            }
+            other => Err(other),
+        },
+    }
 }

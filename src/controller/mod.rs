@@ -5,6 +5,7 @@
 //! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
 
 pub mod autoscale;
+pub mod expectations;
 pub mod orphans;
 pub mod vpsienode;
 
@@ -47,6 +48,8 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     /// The one shutdown signal; long steps (drains) end early on it.
     pub shutdown: CancellationToken,
+    /// VPSieNodes this replica created that its watch has not shown yet.
+    pub expectations: expectations::Expectations,
     offerings: tokio::sync::Mutex<HashMap<String, (Instant, Vec<Offering>)>>,
     add_locks: Mutex<HashMap<(String, u64), AddLock>>,
 }
@@ -77,6 +80,7 @@ impl Context {
             recorder,
             leader,
             shutdown,
+            expectations: Default::default(),
             offerings: Default::default(),
             add_locks: Default::default(),
         }
@@ -150,11 +154,23 @@ pub enum Error {
     /// Not a failure: a step that must not complete yet (a finalizer stays until cleanup is done).
     #[error("waiting for {what}")]
     Waiting { what: &'static str, retry: Duration },
+    /// A conditional write lost to a newer version: the decision was taken from an old copy, so it is
+    /// dropped and taken again from the newer one.
+    #[error("writing {kind} conflicted with a newer version; deciding again from it")]
+    Conflict { kind: &'static str },
 }
 
 impl Error {
     pub fn cloud(action: &'static str, source: CloudError) -> Self {
         Self::Cloud { action, source }
+    }
+
+    /// A failed write; a 409 becomes [`Error::Conflict`].
+    pub fn write(kind: &'static str, source: kube::Error) -> Self {
+        match &source {
+            kube::Error::Api(s) if s.code == 409 => Self::Conflict { kind },
+            _ => Self::Write { kind, source },
+        }
     }
 
     pub fn drain(source: DrainError) -> Self {
@@ -174,6 +190,7 @@ impl Error {
             Self::Drain(e) => e.kind(),
             Self::Finalizer(_) => "Finalizer",
             Self::Waiting { .. } => "Waiting",
+            Self::Conflict { .. } => "Conflict",
         }
     }
 
@@ -182,10 +199,14 @@ impl Error {
         match self {
             Self::Cloud { source, .. } => source.retry_after(),
             Self::Waiting { retry, .. } => Some(*retry),
+            Self::Conflict { .. } => Some(CONFLICT_RETRY),
             _ => None,
         }
     }
 }
+
+/// A conflict means a newer version exists and its watch event is on its way; look again shortly.
+const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 
 /// While not leading, a controller only keeps its cache warm; it looks again when leadership may have
 /// changed hands.
@@ -210,9 +231,16 @@ where
 }
 
 pub(crate) fn record_error(ctx: &Context, controller: &'static str, error: &Error) {
-    if let Error::Waiting { what, .. } = error {
-        tracing::debug!(controller, what, "waiting");
-        return;
+    match error {
+        Error::Waiting { what, .. } => {
+            tracing::debug!(controller, what, "waiting");
+            return;
+        }
+        Error::Conflict { kind } => {
+            tracing::debug!(controller, kind, "conflict; deciding again from the newer version");
+            return;
+        }
+        _ => {}
     }
     ctx.metrics.controller.errors.get_or_create(&ErrorLabels { controller, kind: error.kind() }).inc();
     tracing::warn!(controller, error = %error, "reconcile failed");

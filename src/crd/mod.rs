@@ -35,6 +35,10 @@ pub const REBALANCE_IN_PROGRESS: &str = "in-progress";
 /// Pods annotated with this (value `"true"`) are never disrupted by scale-down or rebalancing.
 pub const DO_NOT_DISRUPT_ANNOTATION: &str = "autoscaler.vpsie.com/do-not-disrupt";
 
+/// Annotation by which scale-down asks the VPSieNode controller to drain and remove a worker; its value is
+/// the time and cause of the request.
+pub const DRAIN_REQUEST_ANNOTATION: &str = "autoscaler.vpsie.com/drain-requested";
+
 /// Field manager of every server-side apply the controller makes, so that ownership of fields is stable.
 pub const FIELD_MANAGER: &str = "vpsie-autoscaler";
 

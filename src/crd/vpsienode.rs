@@ -142,6 +142,18 @@ pub struct VPSieNodeStatus {
     /// never uncordoned by us). Recorded before the cordon is made.
     #[serde(default)]
     pub cordoned_by_us: bool,
+    /// The scale-down request (the value of the drain-request annotation) this controller answered last,
+    /// so a request is acted on once and a new one is told apart by its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_request: Option<String>,
+    /// Scale-down drains of this node that were blocked in a row (a PDB, pods that would not leave).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drain_failures: u32,
+    /// After a blocked drain, scale-down leaves the node alone until this time (kept here, so a new leader
+    /// does not drain it again at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_retry_after: Option<Time>,
+    /// When the node was drained and the VM's deletion began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminating_started_at: Option<Time>,
     /// When `phase` last changed.
@@ -149,4 +161,8 @@ pub struct VPSieNodeStatus {
     pub last_phase_transition: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

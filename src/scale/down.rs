@@ -76,6 +76,11 @@ pub enum Blocked {
         unneeded_time: Duration,
     },
     Cordoned,
+    /// The last drain of the node was blocked; it is tried again after `until`.
+    DrainBackoff {
+        until: Timestamp,
+        cause: String,
+    },
     TooYoung {
         min_age: Duration,
     },
@@ -119,6 +124,7 @@ impl Blocked {
             Self::AtMinNodes { .. } => "AtMinNodes",
             Self::NotUnneededLongEnough { .. } => "NotUnneededLongEnough",
             Self::Cordoned { .. } => "Cordoned",
+            Self::DrainBackoff { .. } => "DrainBackoff",
             Self::TooYoung { .. } => "TooYoung",
             Self::DoNotDisrupt { .. } => "DoNotDisrupt",
             Self::BarePod { .. } => "BarePod",
@@ -143,6 +149,9 @@ impl fmt::Display for Blocked {
                 write!(f, "unneeded since {since}; removed once unneeded for {}", human(*unneeded_time))
             }
             Self::Cordoned => write!(f, "the node is cordoned (by someone else, or a drain is under way)"),
+            Self::DrainBackoff { until, cause } => {
+                write!(f, "the last drain of the node was blocked ({cause}); scale-down retries it after {until}")
+            }
             Self::TooYoung { min_age } => {
                 write!(f, "the node is younger than the minimum node age {}", human(*min_age))
             }
@@ -295,6 +304,9 @@ fn try_remove(
     let policy = &group.scale_down;
     if node.unschedulable {
         return Err(Blocked::Cordoned);
+    }
+    if let Some(backoff) = snapshot.drain_backoff.get(&node.name).filter(|b| b.until > now) {
+        return Err(Blocked::DrainBackoff { until: backoff.until, cause: backoff.cause.clone() });
     }
     if room.receivers.contains(&node.name) {
         return Err(Blocked::ReceivesPods);

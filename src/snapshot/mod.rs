@@ -346,6 +346,16 @@ pub struct Snapshot {
     pub pdbs: Vec<PdbInfo>,
     pub groups: Vec<GroupInfo>,
     pub skipped: Vec<Skipped>,
+    /// Nodes whose last scale-down drain was blocked, by node name: scale-down leaves them alone until
+    /// the time given (recorded on their VPSieNodes, so it survives a change of leader).
+    pub drain_backoff: BTreeMap<String, DrainBackoff>,
+}
+
+/// A node that scale-down does not drain again before `until`, and what blocked it last time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainBackoff {
+    pub until: Timestamp,
+    pub cause: String,
 }
 
 impl Snapshot {

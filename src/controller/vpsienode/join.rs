@@ -46,12 +46,13 @@ pub async fn link(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
     };
     label_and_taint(ctx, &vn, &node).await?;
     let mut status = status;
+    let mut vn = vn;
     if status.node_name.is_none() {
         status.node_name = Some(name.clone());
         status.joined_at = Some(now());
         status.reason = Some("NodeRegistered".into());
         status.message = Some(format!("node {name} registered; waiting for it to be Ready"));
-        write_status(ctx, &vn, &status, None).await?;
+        vn = Arc::new(write_status(ctx, &vn, &status).await?);
     }
     if is_ready(&node) {
         status.ready_at = Some(now());

@@ -6,6 +6,7 @@
 //! `Draining → Terminating`, or `Failed`. Every fact a restarted leader needs (the workers the group held
 //! before the add, when the add was asked, the worker's identifier) is in the status before it matters.
 
+mod decide;
 mod join;
 mod provision;
 mod terminate;
@@ -26,7 +27,7 @@ use kube::{
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::crd::{FIELD_MANAGER, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
+use crate::crd::{DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
 
 /// Deleting a VPSieNode waits for this finalizer: it drains the node and deletes the VM first.
 pub const FINALIZER: &str = "autoscaler.vpsie.com/vm-cleanup";
@@ -65,7 +66,11 @@ async fn apply(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
         VPSieNodePhase::Pending => provision::request(vn, ctx).await,
         VPSieNodePhase::Provisioning => provision::discover(vn, ctx).await,
         VPSieNodePhase::Joining => join::link(vn, ctx).await,
-        VPSieNodePhase::Ready => join::keep(vn, ctx).await,
+        VPSieNodePhase::Ready => match decide::ready_step(&vn, Timestamp::now()) {
+            decide::ReadyStep::RepairCordon { node } => terminate::repair_cordon(&vn, &node, ctx).await,
+            decide::ReadyStep::StartDrain { request } => terminate::start_drain(&vn, request, ctx).await,
+            decide::ReadyStep::Keep => join::keep(vn, ctx).await,
+        },
         VPSieNodePhase::Draining => terminate::drain(vn, ctx).await,
         VPSieNodePhase::Terminating => terminate::finish(vn, ctx).await,
         VPSieNodePhase::Failed => terminate::release_failed(vn, ctx).await,
@@ -92,28 +97,21 @@ fn elapsed_since(t: Option<&Time>) -> Duration {
     t.and_then(|t| Timestamp::now().duration_since(t.0).try_into().ok()).unwrap_or_default()
 }
 
-/// Writes the whole status with server-side apply under our field manager. With `expect_version` the
-/// write only succeeds against that resourceVersion, which guards the steps that must never run twice.
-async fn write_status(
-    ctx: &Context,
-    vn: &VPSieNode,
-    status: &VPSieNodeStatus,
-    expect_version: Option<&str>,
-) -> Result<VPSieNode, Error> {
+/// Writes the whole status with server-side apply under our field manager, conditional on the
+/// resourceVersion of `vn`: a status is only ever written over the exact object it was computed from,
+/// so a decision taken from a stale copy fails with a conflict (and the reconcile starts over from a
+/// fresh read) instead of erasing what a later write recorded. Callers go on from the returned object.
+async fn write_status(ctx: &Context, vn: &VPSieNode, status: &VPSieNodeStatus) -> Result<VPSieNode, Error> {
     let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
-    let mut metadata = json!({ "name": vn.name_any() });
-    if let Some(rv) = expect_version {
-        metadata["resourceVersion"] = json!(rv);
-    }
     let patch = json!({
         "apiVersion": "autoscaler.vpsie.com/v1alpha1",
         "kind": "VPSieNode",
-        "metadata": metadata,
+        "metadata": { "name": vn.name_any(), "resourceVersion": vn.metadata.resource_version },
         "status": status,
     });
     api.patch_status(&vn.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(|source| Error::Write { kind: "VPSieNode status", source })
+        .map_err(|source| Error::write("VPSieNode status", source))
 }
 
 /// Moves to `phase` with a reason, stamping the transition time, and records a Kubernetes Event.
@@ -133,7 +131,7 @@ async fn transition(
     if changed {
         status.last_phase_transition = Some(now());
     }
-    let written = write_status(ctx, vn, &status, None).await?;
+    let written = write_status(ctx, vn, &status).await?;
     if changed {
         let type_ = if phase == VPSieNodePhase::Failed { EventType::Warning } else { EventType::Normal };
         publish(ctx, vn, type_, reason, phase.as_str(), &message).await;
@@ -142,15 +140,16 @@ async fn transition(
     Ok(written)
 }
 
-/// Scale-down's hand-over: the node of this VPSieNode is to be drained and its VM removed. Only a Ready
-/// VPSieNode is moved; anything else is already on its way somewhere.
-pub async fn begin_drain(ctx: &Context, vn: &VPSieNode, reason: &str, message: &str) -> Result<(), Error> {
-    if vn.status.as_ref().map(|s| s.phase) != Some(VPSieNodePhase::Ready) {
-        return Ok(());
-    }
-    let mut status = current(vn);
-    status.draining_started_at = None;
-    transition(ctx, vn, status, VPSieNodePhase::Draining, reason, message).await?;
+/// Scale-down's hand-over. The autoscale loop never writes a VPSieNode's status (one writer per phase
+/// machine): it asks by stamping [`DRAIN_REQUEST_ANNOTATION`] with the time of the request, and the
+/// VPSieNode controller starts a drain for each request it has not answered yet.
+pub async fn request_drain(ctx: &Context, vn: &VPSieNode, reason: &str) -> Result<(), Error> {
+    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
+    let request = format!("{}; {reason}", Timestamp::now());
+    let patch = json!({ "metadata": { "annotations": { DRAIN_REQUEST_ANNOTATION: request } } });
+    api.patch(&vn.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::write("VPSieNode drain request", source))?;
     Ok(())
 }
 

@@ -70,9 +70,9 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
     status.message = Some(format!("asked VPSie for one {} worker in group {}", offering.name, group.name));
     status.last_phase_transition = Some(now());
     // The intent is recorded against the version we read: if anything moved meanwhile, we add nothing.
-    let recorded = match write_status(ctx, &fresh, &status, fresh.metadata.resource_version.as_deref()).await {
+    let recorded = match write_status(ctx, &fresh, &status).await {
         Ok(vn) => vn,
-        Err(Error::Write { source: kube::Error::Api(s), .. }) if s.code == 409 => return Ok(Action::requeue(POLL)),
+        Err(Error::Conflict { .. }) => return Ok(Action::requeue(POLL)),
         Err(e) => return Err(e),
     };
     ctx.metrics.lifecycle.add_calls.inc();
@@ -90,7 +90,7 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
             if let Some(id) = outcome.identifier {
                 status.worker_identifier = Some(id);
                 status.hostname = outcome.hostname;
-                write_status(ctx, &recorded, &status, None).await?;
+                write_status(ctx, &recorded, &status).await?;
             }
             Ok(Action::requeue(POLL))
         }
@@ -172,12 +172,13 @@ pub async fn discover(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error
             Ok(Action::requeue(Duration::ZERO))
         }
         WorkerState::Provisioning | WorkerState::Unknown | WorkerState::Deleting => {
+            let mut latest = (*vn).clone();
             if vn.status.as_ref().and_then(|s| s.worker_identifier.as_ref()).is_none() {
                 status.reason = Some("WorkerFound".into());
                 status.message = Some(format!("worker {} ({}) is being built", worker.identifier, worker.hostname));
-                write_status(ctx, &vn, &status, None).await?;
+                latest = write_status(ctx, &vn, &status).await?;
             }
-            provisioning_timeout(ctx, &vn, status, waited, timeout).await
+            provisioning_timeout(ctx, &latest, status, waited, timeout).await
         }
     }
 }

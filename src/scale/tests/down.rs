@@ -308,3 +308,17 @@ fn nodes_outside_any_group_and_not_ready_nodes_are_never_removed() {
     snap.nodes[0].ready = false;
     assert!(decide(&snap).remove.is_empty());
 }
+
+#[test]
+fn a_node_whose_last_drain_was_blocked_stays_until_its_backoff_ends_and_says_when() {
+    let mut snap = pair(vec![web()]);
+    let cause = "DrainBlockedByPDB".to_string();
+    snap.drain_backoff.insert("a".into(), crate::snapshot::DrainBackoff { until: at(300), cause: cause.clone() });
+    let plan = decide(&snap);
+    assert!(removed(&plan).is_empty(), "{plan:?}");
+    assert_eq!(reason_for(&plan, "a"), &Blocked::DrainBackoff { until: at(300), cause });
+    assert!(reason_for(&plan, "a").to_string().contains(&format!("retries it after {}", at(300))));
+
+    let after = plan_scale_down(&snap, at(301), &UnneededSince::new());
+    assert_eq!(removed(&after), ["a"], "the backoff is over at {}", at(300));
+}
