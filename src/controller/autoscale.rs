@@ -401,7 +401,11 @@ async fn write_group_status(
     let phase = |v: &VPSieNode| v.status.as_ref().map(|s| s.phase).unwrap_or_default();
     let current = ours
         .iter()
-        .filter(|v| v.metadata.deletion_timestamp.is_none() && !matches!(phase(v), VPSieNodePhase::Failed))
+        // A Terminating worker is drained and on its way out even before its deletion is recorded.
+        .filter(|v| {
+            v.metadata.deletion_timestamp.is_none()
+                && !matches!(phase(v), VPSieNodePhase::Failed | VPSieNodePhase::Terminating)
+        })
         .count() as i32;
     let ready = ours.iter().filter(|v| phase(v) == VPSieNodePhase::Ready).count() as i32;
     let planned = up

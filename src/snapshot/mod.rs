@@ -349,6 +349,26 @@ pub struct Snapshot {
     /// Nodes whose last scale-down drain was blocked, by node name: scale-down leaves them alone until
     /// the time given (recorded on their VPSieNodes, so it survives a change of leader).
     pub drain_backoff: BTreeMap<String, DrainBackoff>,
+    /// Built on first use, once the snapshot is complete: a pass asks "which pods are on this node" for
+    /// every node, and a scan of all pods per node would make the pass quadratic in the cluster size.
+    pub(crate) index: LazyIndex,
+}
+
+/// Pods by node and nodes by name, as positions in the snapshot's vectors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Index {
+    nodes: std::collections::HashMap<String, usize>,
+    pods_on: std::collections::HashMap<String, Vec<usize>>,
+}
+
+/// The lazily built [`Index`]; it is derived data, so it never makes two snapshots unequal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LazyIndex(std::sync::OnceLock<Index>);
+
+impl PartialEq for LazyIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A node that scale-down does not drain again before `until`, and what blocked it last time.
@@ -360,11 +380,31 @@ pub struct DrainBackoff {
 
 impl Snapshot {
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.index().nodes.get(name).map(|i| &self.nodes[*i])
     }
 
+    /// The pods holding resources on `node`, in snapshot order.
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodInfo> + 'a {
-        self.pods.iter().filter(move |p| p.occupies_node() && p.node_name.as_deref() == Some(node))
+        self.index().pods_on.get(node).into_iter().flatten().map(|i| &self.pods[*i])
+    }
+
+    /// The index, built once. The snapshot must not change after the first look-up (passes build it whole,
+    /// then only read it).
+    fn index(&self) -> &Index {
+        self.index.0.get_or_init(|| {
+            let mut index = Index::default();
+            for (i, n) in self.nodes.iter().enumerate() {
+                index.nodes.entry(n.name.clone()).or_insert(i);
+            }
+            for (i, p) in self.pods.iter().enumerate() {
+                if p.occupies_node()
+                    && let Some(node) = &p.node_name
+                {
+                    index.pods_on.entry(node.clone()).or_default().push(i);
+                }
+            }
+            index
+        })
     }
 
     /// Sum of the requests of the pods holding resources on a node.

@@ -322,3 +322,17 @@ fn a_node_whose_last_drain_was_blocked_stays_until_its_backoff_ends_and_says_whe
     let after = plan_scale_down(&snap, at(301), &UnneededSince::new());
     assert_eq!(removed(&after), ["a"], "the backoff is over at {}", at(300));
 }
+
+#[test]
+fn pods_on_a_node_are_those_bound_to_it_and_holding_resources_in_snapshot_order() {
+    let done = pod("done", 100, 64).with(|p| p.phase = PodPhase::Succeeded);
+    let snap = pair(vec![web(), done, pod("other", 100, 64)]);
+    let on_a: Vec<&str> = snap.pods_on("a").map(|p| p.name.as_str()).collect();
+    assert_eq!(on_a, ["web", "other"], "a finished pod holds nothing");
+    let on_b: Vec<&str> = snap.pods_on("b").map(|p| p.name.as_str()).collect();
+    assert_eq!(on_b, ["steady"]);
+    assert_eq!(snap.pods_on("nowhere").count(), 0);
+    assert_eq!(snap.node("b").map(|n| n.name.as_str()), Some("b"));
+    assert!(snap.node("nowhere").is_none());
+    assert_eq!(snap.requested_on("a").cpu_millis, 600);
+}
