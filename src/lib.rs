@@ -9,6 +9,7 @@ pub mod crd;
 pub mod drain;
 pub mod lease;
 pub mod metrics;
+pub mod rebalance;
 pub mod run;
 pub mod scale;
 pub mod server;

@@ -14,7 +14,7 @@ pub mod up;
 mod pack;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{fmt, time::Duration};
 

@@ -1,0 +1,12 @@
+//! The rebalancer: replaces nodes with better-priced ones, make-before-break, and rolls back by itself.
+//!
+//! [`analysis`] is the pure first step: from the same snapshot the scale planners read, which nodes would
+//! run their pods on a cheaper offering their group allows, and why each other node is not a candidate.
+//! `vpsie-autoscaler plan` prints it for a live cluster.
+
+pub mod analysis;
+
+#[cfg(test)]
+mod tests;
+
+pub use analysis::{Analysis, Candidate, GroupSettings, Input, Skip, SkippedNode, Worker, analyse};
