@@ -32,6 +32,25 @@ pub enum Command {
     Crd,
     /// Serve the VPSie API simulator (the real HTTP dialect, with a fault-injection admin API under /_sim/).
     Sim(SimArgs),
+    /// Print the rebalance analysis of the cluster without acting: candidates, replacements, USD/h saved,
+    /// and why every other node is not a candidate.
+    Plan(PlanArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Output format.
+    #[arg(long, short = 'o', env = "VPSIE_PLAN_OUTPUT", value_enum, default_value_t = PlanOutput::Table)]
+    pub output: PlanOutput,
+    /// Cluster, config and VPSie credentials, read as `run` reads them.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanOutput {
+    Table,
+    Json,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -18,6 +18,10 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(cli.log_format, &cli.log_level)?;
             run::run(args).await
         }
+        Command::Plan(args) => {
+            telemetry::init(cli.log_format, &cli.log_level)?;
+            vpsie_autoscaler::rebalance::plan::plan(args).await
+        }
         Command::Sim(args) => {
             telemetry::init(cli.log_format, &cli.log_level)?;
             run::sim(args).await

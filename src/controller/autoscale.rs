@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, Error, vpsienode};
 use crate::{
-    cloud::Offering,
     crd::{
         DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, VPSieNode,
         VPSieNodePhase, VPSieNodeSpec,
@@ -269,40 +268,7 @@ fn same(group: &NodeGroup, namespace: &str, name: &str) -> bool {
 /// The group's allowed plans, named as the group names them, with their sizes and prices.
 async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<OfferingInfo>, crate::cloud::CloudError> {
     let catalogue = ctx.offerings(&group.spec.datacenter).await?;
-    let info = |id: String, o: &Offering| OfferingInfo {
-        id,
-        cpu_millis: i64::from(o.cpu) * 1000,
-        memory_bytes: (o.ram_mib as i64) * 1024 * 1024,
-        hourly_price: o.hourly_price,
-        disk_bytes: Some((o.disk_gb as i64) * 1_000_000_000),
-    };
-    let mut out = Vec::new();
-    match &group.spec.offerings {
-        Some(wanted) if !wanted.is_empty() => {
-            for w in wanted {
-                let found = catalogue.iter().find(|o| {
-                    o.identifier.as_deref() == Some(w.as_str())
-                        || o.id.to_string() == *w
-                        || o.name.eq_ignore_ascii_case(w)
-                });
-                if let Some(o) = found {
-                    out.push(info(w.clone(), o));
-                }
-            }
-        }
-        _ => out.extend(catalogue.iter().map(|o| info(o.id.to_string(), o))),
-    }
-    if let Some(r) = &group.spec.resources {
-        out.retain(|o| {
-            let cpu = o.cpu_millis / 1000;
-            let mib = o.memory_bytes / (1024 * 1024);
-            r.min_cpu.is_none_or(|m| cpu >= i64::from(m))
-                && r.max_cpu.is_none_or(|m| cpu <= i64::from(m))
-                && r.min_memory_mib.is_none_or(|m| mib >= m)
-                && r.max_memory_mib.is_none_or(|m| mib <= m)
-        });
-    }
-    Ok(out)
+    Ok(crate::snapshot::offerings::allowed_offerings(&catalogue, group))
 }
 
 /// How long a node that just became Ready still counts as capacity on its way: the control plane lifts

@@ -5,6 +5,7 @@
 //! `vpsie-autoscaler plan` prints it for a live cluster.
 
 pub mod analysis;
+pub mod plan;
 
 #[cfg(test)]
 mod tests;

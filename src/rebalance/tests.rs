@@ -180,3 +180,15 @@ fn the_analysis_serialises_to_json_with_reason_kinds() {
     assert_eq!(json["skipped"][0]["reason"]["kind"], "doNotDisrupt");
     assert_eq!(json["skipped"][0]["node"], "a");
 }
+
+#[test]
+fn the_plan_table_lists_candidates_with_savings_and_every_other_node_with_its_reason() {
+    let nodes = vec![node("a", Some("g"), 4, 8), node("b", Some("g"), 4, 8)];
+    let pods = vec![on(pod("web", 1500, 512), "a"), on(pod("keep", 100, 64), "b").with(|p| p.do_not_disrupt = true)];
+    let table = super::plan::table(&Case::with(nodes, pods, group("g", 0, 5, catalogue())).run());
+    assert!(table.contains("CANDIDATES (1; 0.0500 USD/h saved in all)"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("default/g") && l.contains(" a ")).expect("a row for node a");
+    assert!(row.contains("big") && row.contains("medium") && row.contains("0.0500"), "{row}");
+    let why = table.lines().find(|l| l.contains(" b ")).expect("a row for node b");
+    assert!(why.contains("DoNotDisrupt") && why.contains("default/keep"), "{why}");
+}

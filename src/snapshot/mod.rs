@@ -9,6 +9,7 @@
 
 pub mod convert;
 pub mod group;
+pub mod offerings;
 pub mod quantity;
 
 use std::{collections::BTreeMap, fmt, time::Duration};
