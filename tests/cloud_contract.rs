@@ -296,7 +296,7 @@ async fn slow_creates_take_longer_than_normal_ones(kind: Kind) {
         workers.into_iter().filter(|w| w.state == WorkerState::Ready).map(|w| w.identifier).collect::<Vec<_>>()
     };
     h.sim.advance_clock(h.longest_normal_join());
-    assert_eq!(ready(h.workers().await), [normal.identifier.clone()], "only the normal worker joined");
+    assert_eq!(ready(h.workers().await), [normal.identifier], "only the normal worker joined");
     h.sim.advance_clock(factor * h.longest_normal_join());
     assert_eq!(ready(h.workers().await).len(), 2, "the slow worker joins in the end");
 }

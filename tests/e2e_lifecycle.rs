@@ -131,7 +131,7 @@ async fn fails_cleanly(prefix: &str, fault: serde_json::Value, reason: &str, wor
     let added: Vec<String> = s.worker_ids().await.difference(&before).cloned().collect();
     assert_eq!(added.len(), workers_added, "workers the simulator created meanwhile: {added:?}");
     if let Some(claimed) = &status.worker_identifier {
-        assert_eq!(&added, &[claimed.clone()], "the VPSieNode claims a worker it did not add");
+        assert_eq!(added, std::slice::from_ref(claimed), "the VPSieNode claims a worker it did not add");
     }
     for worker in &added {
         eventually("the failed worker is deleted", WAIT, || async { s.worker_released(worker).await.then_some(()) })
