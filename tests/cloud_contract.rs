@@ -6,7 +6,7 @@ mod cloud_common;
 
 use std::time::{Duration, Instant};
 
-use cloud_common::{Harness, Kind, eventually};
+use cloud_common::{Harness, Kind, TIMEOUT, eventually};
 use serde_json::json;
 use vpsie_autoscaler::cloud::{
     AddOutcome, CloudError, NewWorker, WorkerQuery, WorkerState, deleted_or_gone, find_new_worker,
@@ -60,8 +60,6 @@ contract!(
 );
 
 const DC: &str = "3c0e2d1a-5b7f-11ee-8c99-0242ac120001";
-/// Longer than any normal add → joined at the test time scale.
-const SETTLE: Duration = Duration::from_millis(700);
 
 async fn offerings_list_the_catalogue_with_hourly_equal_to_monthly_over_720(kind: Kind) {
     let h = Harness::new(kind).await;
@@ -234,8 +232,9 @@ async fn a_hung_add_times_out_as_transient_and_creates_nothing(kind: Kind) {
     h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "hang", "ms": 60000}}));
     let start = Instant::now();
     let e = h.cloud.add_worker(&h.cluster, g.id).await;
-    assert!(matches!(e, Err(CloudError::Transient { .. })), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(3), "the timeout fired");
+    // No status: the caller's own timeout ended the call. The simulator answers a hang with a 504, a minute on.
+    assert!(matches!(e, Err(CloudError::Transient { status: None, .. })), "{e:?}");
+    assert!(start.elapsed() >= TIMEOUT, "gave up before the timeout: {:?}", start.elapsed());
     assert_eq!(h.workers_ever(), 0);
     assert_eq!(h.add_requests(), 1, "an add is never retried");
 }
@@ -274,32 +273,32 @@ async fn an_immediate_create_failure_creates_nothing(kind: Kind) {
 }
 
 async fn a_stuck_worker_stays_provisioning(kind: Kind) {
-    let h = Harness::new(kind).await;
-    let g = h.group("pool", 2).await;
-    h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "stuck_provisioning"}}));
-    let w = h.add_and_discover(g.id).await;
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(h.state_of(&w.identifier).await, WorkerState::Provisioning);
+    let fault = json!({"endpoint": "add_worker", "fault": {"kind": "stuck_provisioning"}});
+    let states = Harness::states_long_after_a_normal_join(kind, fault).await;
+    assert_eq!(states, (WorkerState::Ready, WorkerState::Provisioning));
 }
 
 async fn a_worker_that_never_joins_stays_running(kind: Kind) {
-    let h = Harness::new(kind).await;
-    let g = h.group("pool", 2).await;
-    h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "never_join"}}));
-    let w = h.add_and_discover(g.id).await;
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(h.state_of(&w.identifier).await, WorkerState::Running);
+    let fault = json!({"endpoint": "add_worker", "fault": {"kind": "never_join"}});
+    let states = Harness::states_long_after_a_normal_join(kind, fault).await;
+    assert_eq!(states, (WorkerState::Ready, WorkerState::Running));
 }
 
 async fn slow_creates_take_longer_than_normal_ones(kind: Kind) {
-    let h = Harness::new(kind).await;
+    let h = Harness::frozen(kind).await;
+    let factor = 20.0;
+    assert!(factor * h.shortest_normal_join() > h.longest_normal_join(), "the factor must separate the two");
     let g = h.group("pool", 2).await;
-    h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "slow", "factor": 20.0}}));
+    let normal = h.add_and_discover_frozen(g.id).await;
+    h.fault(json!({"endpoint": "add_worker", "fault": {"kind": "slow", "factor": factor}}));
     h.cloud.add_worker(&h.cluster, g.id).await.expect("add");
-    tokio::time::sleep(SETTLE).await;
-    // At 20× the slowest normal path (~0.32 s) it cannot have joined yet.
-    let all = h.workers().await;
-    assert!(all.iter().all(|w| w.state != WorkerState::Ready), "{all:?}");
+    let ready = |workers: Vec<vpsie_autoscaler::cloud::Worker>| {
+        workers.into_iter().filter(|w| w.state == WorkerState::Ready).map(|w| w.identifier).collect::<Vec<_>>()
+    };
+    h.sim.advance_clock(h.longest_normal_join());
+    assert_eq!(ready(h.workers().await), [normal.identifier], "only the normal worker joined");
+    h.sim.advance_clock(factor * h.longest_normal_join());
+    assert_eq!(ready(h.workers().await).len(), 2, "the slow worker joins in the end");
 }
 
 async fn quota_refusals_are_quota_exceeded_and_create_nothing(kind: Kind) {
@@ -368,7 +367,8 @@ async fn a_timed_out_add_is_never_retried_and_creates_exactly_one_worker(kind: K
     })
     .await;
     assert!(matches!(found, NewWorker::Found(_)), "{found:?}");
-    tokio::time::sleep(SETTLE).await;
+    // The request log covers the whole discovery: no add was sent behind the caller's back meanwhile.
+    assert_eq!(h.add_requests(), 1);
     assert_eq!(h.workers_ever(), 1);
 }
 
@@ -379,32 +379,47 @@ async fn revoked_and_expired_tokens_are_replaced_transparently(kind: Kind) {
     s.token_ttl_secs = 1;
     h.sim.set_settings(s);
     // Revoked server-side: the next call gets a 401, logs in again (a 1 s token) and succeeds.
-    h.fault(json!({"endpoint": "cluster", "times": 1, "fault": {"kind": "revoke_tokens"}}));
+    let revoke = h.fault(json!({"endpoint": "cluster", "times": 1, "fault": {"kind": "revoke_tokens"}}));
     h.workers().await;
     // Near expiry the client logs in again before the server would refuse the token.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     h.workers().await;
-    if kind != Kind::InProc {
-        let exchanges = h.sim.requests().iter().filter(|r| r.endpoint == "auth" && r.status == 200).count();
-        assert!(exchanges >= 3, "re-authenticated: {exchanges}");
-        let refused = h.sim.requests().iter().filter(|r| r.status == 401).count();
-        assert_eq!(refused, 1, "only the revoked token was refused");
+    let fired = h.sim.faults().iter().find(|r| r.id == revoke.id).map(|r| r.hits);
+    assert_eq!(fired, Some(1), "the tokens were revoked");
+    let requests = h.sim.requests();
+    let exchanges = requests.iter().filter(|r| r.endpoint == "auth" && r.status == 200).count();
+    let refused = requests.iter().filter(|r| r.status == 401).count();
+    match kind {
+        // The in-process provider sends no token: nothing to replace, nothing refused.
+        Kind::InProc => assert_eq!((exchanges, refused), (0, 0), "{requests:?}"),
+        Kind::Http | Kind::Metered => {
+            assert!(exchanges >= 3, "re-authenticated: {exchanges}");
+            assert_eq!(refused, 1, "only the revoked token was refused");
+        }
     }
 }
 
 async fn a_partition_fails_calls_until_it_heals(kind: Kind) {
     let h = Harness::new(kind).await;
     h.workers().await;
-    h.fault(json!({"fault": {"kind": "partition", "duration_ms": 600}}));
+    // Healed by removing the rule, not by its duration running out while the calls are still being made.
+    let partition = h.fault(json!({"fault": {"kind": "partition", "duration_ms": 600_000}}));
     let mut saw_open = false;
     for _ in 0..4 {
         let e = h.workers_or_err().await.expect_err("partitioned");
         assert!(e.is_retryable(), "{e:?}");
         saw_open |= h.cloud.breaker_state() == Some(vpsie_autoscaler::cloud::BreakerState::Open);
     }
-    if kind != Kind::InProc {
-        assert!(saw_open, "the breaker opened during the partition");
+    let cut = h.sim.requests().iter().filter(|r| r.faults.contains(&partition.id)).count();
+    match kind {
+        // No breaker in process: every call reached the simulator and was cut.
+        Kind::InProc => assert_eq!((cut, h.cloud.breaker_state()), (4, None)),
+        Kind::Http | Kind::Metered => {
+            assert!(cut >= 1, "the partition cut requests");
+            assert!(saw_open, "the breaker opened during the partition");
+        }
     }
+    h.sim.remove_fault(partition.id);
     eventually("the partition heals", Duration::from_secs(5), || async { h.workers_or_err().await.ok() }).await;
 }
 
@@ -453,16 +468,17 @@ async fn the_cost_meter_accrues_monthly_over_720_per_hour(kind: Kind) {
 
 async fn list_lag_hides_new_workers_for_a_while(kind: Kind) {
     let mut cfg = cloud_common::sim_config();
-    cfg.settings.list_lag_secs = 1500.0; // 1.5 s real
+    cfg.settings.time_scale = cloud_common::FROZEN;
+    cfg.settings.list_lag_secs = 1500.0;
     let h = Harness::with(kind, cfg).await;
     let g = h.group("pool", 2).await;
     h.cloud.add_worker(&h.cluster, g.id).await.expect("add");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(h.workers().await.is_empty(), "not listed yet");
-    eventually("listed after the lag", Duration::from_secs(5), || async {
-        (!h.workers().await.is_empty()).then_some(())
-    })
-    .await;
+    h.sim.advance_clock(h.longest_normal_join());
+    assert_eq!(h.workers_ever(), 1);
+    assert!(h.workers().await.is_empty(), "listed before the lag ran out");
+    h.sim.advance_clock(1500.0);
+    let listed = h.workers().await;
+    assert_eq!(listed.iter().map(|w| w.state).collect::<Vec<_>>(), [WorkerState::Ready], "{listed:?}");
 }
 
 async fn a_fault_with_probability_zero_never_fires(kind: Kind) {

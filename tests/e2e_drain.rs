@@ -256,7 +256,7 @@ async fn a_pdb_allowing_no_disruption_ends_the_drain_in_a_timeout_naming_pod_and
     let err = drain::drain(&controller().await, &a, &policy(2_000), Timestamp::now(), &CancellationToken::new())
         .await
         .expect_err("the PDB must stop the drain");
-    let took = started.elapsed();
+    assert!(started.elapsed() >= Duration::from_secs(2), "gave up before its deadline: {:?}", started.elapsed());
 
     let DrainError::Timeout { ref node, ref pods, ref pdbs } = err else { panic!("expected a timeout, got {err}") };
     assert_eq!(node, &a);
@@ -266,7 +266,6 @@ async fn a_pdb_allowing_no_disruption_ends_the_drain_in_a_timeout_naming_pod_and
     assert!(message.contains(&format!("{}/{}", c.ns.name, names(&db)[0])), "{message}");
     assert!(message.contains(&format!("PodDisruptionBudget {}/db", c.ns.name)), "{message}");
     assert_eq!(err.kind(), "DrainTimeout");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "timed out after {took:?}");
 
     assert!(c.node(&a).await.is_some(), "a node whose drain failed must stay");
     assert!(c.is_cordoned(&a).await);
@@ -315,14 +314,11 @@ async fn a_drain_cancelled_midway_and_called_again_with_the_same_start_completes
         let (client, a, cancel) = (client.clone(), a.clone(), cancel.clone());
         tokio::spawn(async move { drain::drain(&client, &a, &policy(20_000), started_at, &cancel).await })
     };
-    // Midway: cordoned, and evictions already refused a few times.
+    // Midway: the node is cordoned and the PDB holds the pod, so the drain is looping on refused evictions.
     eventually("the first drain cordoned the node", WAIT, || async { c.is_cordoned(&a).await.then_some(()) }).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
     cancel.cancel();
-    let first = tokio::time::timeout(Duration::from_secs(2), first)
-        .await
-        .expect("cancellation ends the drain at once")
-        .expect("drain task");
+    // Left running, this drain could only end at its 20 s deadline, in a Timeout.
+    let first = first.await.expect("drain task");
     assert!(matches!(first, Err(DrainError::Cancelled { .. })), "{first:?}");
     assert_eq!(names(&c.running_on(&a, "db").await), names(&db));
 
@@ -338,21 +334,23 @@ async fn a_drain_cancelled_midway_and_called_again_with_the_same_start_completes
 }
 
 #[tokio::test]
-async fn a_drain_resumed_after_its_original_deadline_times_out_at_once_instead_of_starting_over() {
+async fn a_drain_resumed_after_its_original_deadline_times_out_before_evicting_anything() {
     let c = Cluster::new("drain-late").await;
     let a = c.node_name("a");
     let _a = create_nodes(env(), &c.ns.name, &[&a]).await;
-    c.create(deployment("db", &c.ns.name, 1, json!({}))).await;
-    c.wait_running_on(&a, "db", 1).await;
-    c.blocking_pdb("db", 1).await;
+    // No PDB: a drain that started its deadline over would evict this pod in its first round and succeed.
+    c.create(deployment("web", &c.ns.name, 1, json!({}))).await;
+    let web = c.wait_running_on(&a, "web", 1).await;
 
     let long_ago = Timestamp::now() - jiff::SignedDuration::from_secs(120);
-    let started = std::time::Instant::now();
     let err = drain::drain(&controller().await, &a, &policy(60_000), long_ago, &CancellationToken::new())
         .await
         .expect_err("past its deadline");
-    assert!(matches!(err, DrainError::Timeout { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let DrainError::Timeout { ref pods, .. } = err else { panic!("expected a timeout, got {err}") };
+    assert_eq!(ref_names(pods), names(&web));
+    let still = c.running_on(&a, "web").await;
+    assert_eq!(names(&still), names(&web), "the pod was evicted");
+    assert_eq!(still[0].metadata.uid, web[0].metadata.uid);
 }
 
 #[tokio::test]
@@ -402,17 +400,17 @@ async fn cordon_reports_whether_it_changed_the_node_and_false_for_an_operators_c
     assert!(matches!(err, DrainError::NodeNotFound { .. }), "{err}");
 }
 
+/// `uncordon` takes only a name, so it cannot act on a stale copy of the Node; whether the controller
+/// decides to call it from a stale copy of its own record is a controller-level test.
 #[tokio::test]
-async fn uncordon_works_even_when_the_node_was_cordoned_after_our_last_read() {
+async fn uncordon_makes_a_cordoned_node_schedulable_and_ignores_a_node_that_is_gone() {
     let c = Cluster::new("drain-uncordon").await;
     let a = c.node_name("a");
     let _a = create_nodes(env(), &c.ns.name, &[&a]).await;
     let client = controller().await;
 
-    // Our belief: schedulable. Then someone cordons it; an uncordon that trusted the old copy would skip.
-    let stale = c.node(&a).await.expect("node");
-    assert_ne!(stale.spec.and_then(|s| s.unschedulable), Some(true));
     c.set_unschedulable(&a, true).await;
+    assert!(c.is_cordoned(&a).await);
 
     drain::uncordon(&client, &a).await.expect("uncordon");
     assert!(!c.is_cordoned(&a).await, "the node must be schedulable again");

@@ -116,53 +116,56 @@ async fn a_vpsienode_becomes_a_labelled_ready_node_and_deleting_it_deletes_the_w
     drop(ns);
 }
 
-/// Creates a VPSieNode under a fault and expects `Failed` with `reason`, and no worker left behind.
-async fn fails_cleanly(prefix: &str, fault: serde_json::Value, reason: &str) {
+/// Creates a VPSieNode under a fault and expects `Failed` with `reason`, `workers_added` workers created
+/// for it (one add at most), and none of them left behind.
+async fn fails_cleanly(prefix: &str, fault: serde_json::Value, reason: &str, workers_added: usize) {
     let _turn = SERIAL.lock().await;
     let (_ns, vns, offering) = setup(prefix).await;
     let s = stack();
-    let rule = s.add_fault(fault).await;
+    let before = s.worker_ids().await;
+    let _fault = s.fault(fault).await;
     vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
     let vn = wait_phase(&vns, "w", VPSieNodePhase::Failed).await;
     let status = vn.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some(reason), "message: {:?}", status.message);
-    if let Some(worker) = status.worker_identifier.clone() {
-        eventually("the failed worker is deleted", WAIT, || async { s.worker_released(&worker).await.then_some(()) })
+    let added: Vec<String> = s.worker_ids().await.difference(&before).cloned().collect();
+    assert_eq!(added.len(), workers_added, "workers the simulator created meanwhile: {added:?}");
+    if let Some(claimed) = &status.worker_identifier {
+        assert_eq!(added, std::slice::from_ref(claimed), "the VPSieNode claims a worker it did not add");
+    }
+    for worker in &added {
+        eventually("the failed worker is deleted", WAIT, || async { s.worker_released(worker).await.then_some(()) })
             .await;
     }
-    let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
-    assert!(phase_of(&vns, "w").await.is_some());
+    assert!(phase_of(&vns, "w").await.is_some(), "a Failed VPSieNode is kept");
 }
 
 #[tokio::test]
 async fn a_quota_refusal_fails_the_vpsienode_with_quota_exceeded() {
     let fault = json!({"endpoint": "add_worker", "times": 1,
         "fault": {"kind": "quota", "max_workers": 0, "message": "Worker nodes count exceeds the allowed limit"}});
-    fails_cleanly("life-quota", fault, "QuotaExceeded").await;
+    fails_cleanly("life-quota", fault, "QuotaExceeded", 0).await;
 }
 
 #[tokio::test]
 async fn an_asynchronous_create_failure_fails_the_vpsienode_without_a_leak() {
     // At the test's time scale a failed worker would vanish within a second; keep it listed long enough
     // (as on the real API, where it lingers for a minute) for discovery to see the failure.
-    let settings = json!({"timings": {"failed_linger": {"min": 1500.0, "max": 1500.0}}});
-    let url = format!("{}/_sim/settings", stack().sim_url);
-    let resp = reqwest::Client::new().put(url).json(&settings).send().await.unwrap();
-    assert!(resp.status().is_success());
+    let _lingering = stack().settings(json!({"timings": {"failed_linger": {"min": 1500.0, "max": 1500.0}}})).await;
     let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "fail_create", "immediate": false}});
-    fails_cleanly("life-asyncfail", fault, "ProvisioningFailed").await;
+    fails_cleanly("life-asyncfail", fault, "ProvisioningFailed", 1).await;
 }
 
 #[tokio::test]
 async fn a_worker_stuck_in_provisioning_times_out_and_is_deleted() {
     let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "stuck_provisioning"}});
-    fails_cleanly("life-stuck", fault, "ProvisioningTimeout").await;
+    fails_cleanly("life-stuck", fault, "ProvisioningTimeout", 1).await;
 }
 
 #[tokio::test]
 async fn a_worker_that_never_joins_times_out_and_is_deleted() {
     let fault = json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "never_join"}});
-    fails_cleanly("life-nojoin", fault, "JoinTimeout").await;
+    fails_cleanly("life-nojoin", fault, "JoinTimeout", 1).await;
 }
 
 /// Add calls the simulator answered for one VPSie group path (`.../add/slave/group/<id>`).
@@ -179,8 +182,7 @@ async fn a_controller_crash_during_provisioning_never_adds_a_second_worker() {
     let (_ns, vns, offering) = setup("life-crash").await;
     let s = stack();
     // Slow provisioning down so the crash lands between the add call and the worker's discovery.
-    let rule =
-        s.add_fault(json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "slow", "factor": 8.0}})).await;
+    let _slow = s.fault(json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "slow", "factor": 8.0}})).await;
     vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
     let vn = eventually("the add was requested", WAIT, || async {
         let vn = vns.get_opt("w").await.ok()??;
@@ -201,7 +203,6 @@ async fn a_controller_crash_during_provisioning_never_adds_a_second_worker() {
         .map(|w| w["identifier"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(in_group, vec![worker]);
-    let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
     vns.delete("w", &DeleteParams::default()).await.unwrap();
 }
 
@@ -211,8 +212,8 @@ async fn a_429_storm_delays_but_never_duplicates_the_worker() {
     let _turn = SERIAL.lock().await;
     let (_ns, vns, offering) = setup("life-429").await;
     let s = stack();
-    let rule = s
-        .add_fault(json!({"endpoint": "*", "times": 5,
+    let _storm = s
+        .fault(json!({"endpoint": "*", "times": 5,
             "fault": {"kind": "rate_limit", "retry_after": {"style": "seconds", "secs": 1}}}))
         .await;
     vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
@@ -222,7 +223,6 @@ async fn a_429_storm_delays_but_never_duplicates_the_worker() {
     let limited =
         reqwest::get(format!("{}/_sim/requests", s.sim_url)).await.unwrap().json::<serde_json::Value>().await.unwrap();
     assert!(limited.as_array().unwrap().iter().any(|r| r["status"] == 429), "the storm happened");
-    let _ = reqwest::Client::new().delete(format!("{}/_sim/faults/{rule}", s.sim_url)).send().await;
     vns.delete("w", &DeleteParams::default()).await.unwrap();
 }
 

@@ -11,10 +11,13 @@ use vpsie_autoscaler::cloud::metered::Metered;
 use vpsie_autoscaler::cloud::sim::{FaultRule, LoopbackSim, Sim, SimCloud, SimConfig};
 use vpsie_autoscaler::cloud::vpsie::resilience::{Backoff, BreakerConfig};
 use vpsie_autoscaler::cloud::vpsie::{Credentials, VpsieClient, VpsieConfig};
-use vpsie_autoscaler::cloud::{CloudGroup, CloudProvider, Offering, Worker, WorkerQuery};
+use vpsie_autoscaler::cloud::{CloudGroup, CloudProvider, Offering, Worker, WorkerQuery, WorkerState};
 
 /// Virtual time runs 1000× faster: a full add → joined takes at most ~0.3 s.
 pub const TIME_SCALE: f64 = 0.001;
+/// Real seconds per virtual second that stop the simulator's clock: only `advance_clock` moves its
+/// workers, so what a test sees of their life cycle cannot depend on how fast the machine runs.
+pub const FROZEN: f64 = 1e9;
 /// Request timeout of the client (and of the in-process provider for hangs).
 pub const TIMEOUT: Duration = Duration::from_millis(800);
 pub const CLIENT_ID: &str = "contract-client-id-4f1e";
@@ -94,6 +97,50 @@ impl Harness {
         };
         let cluster = sim.lock().world.clusters[0].identifier.clone();
         Self { kind, sim, cloud, registry, server, cluster }
+    }
+
+    /// A harness whose simulated clock moves only when the test advances it.
+    pub async fn frozen(kind: Kind) -> Self {
+        let mut cfg = sim_config();
+        cfg.settings.time_scale = FROZEN;
+        Self::with(kind, cfg).await
+    }
+
+    /// Virtual seconds by which any worker without a fault has joined.
+    pub fn longest_normal_join(&self) -> f64 {
+        let t = self.sim.settings().timings;
+        t.pending.max + t.boot.max + t.join.max
+    }
+
+    /// Virtual seconds a worker without a fault needs at least to join.
+    pub fn shortest_normal_join(&self) -> f64 {
+        let t = self.sim.settings().timings;
+        t.pending.min + t.boot.min + t.join.min
+    }
+
+    /// [`add_and_discover`](Self::add_and_discover) on a frozen clock: moves it just far enough for the new
+    /// worker to be listed.
+    pub async fn add_and_discover_frozen(&self, group: u64) -> Worker {
+        use vpsie_autoscaler::cloud::{NewWorker, find_new_worker};
+        let before = self.workers().await;
+        let outcome = self.cloud.add_worker(&self.cluster, group).await.expect("add accepted");
+        self.sim.advance_clock(self.sim.settings().timings.pending.max);
+        match find_new_worker(&before, &self.workers().await, Some(group), Some(&outcome)) {
+            NewWorker::Found(w) => w,
+            other => panic!("the new worker is not listed once past its pending time: {other:?}"),
+        }
+    }
+
+    /// Adds a worker without a fault, then one under `fault`, and moves the clock well past any normal join:
+    /// the first must have joined (so time did pass for the second too); returns the states of both.
+    pub async fn states_long_after_a_normal_join(kind: Kind, fault: serde_json::Value) -> (WorkerState, WorkerState) {
+        let h = Self::frozen(kind).await;
+        let g = h.group("pool", 2).await;
+        let normal = h.add_and_discover_frozen(g.id).await;
+        h.fault(fault);
+        let faulty = h.add_and_discover_frozen(g.id).await;
+        h.sim.advance_clock(10.0 * h.longest_normal_join());
+        (h.state_of(&normal.identifier).await, h.state_of(&faulty.identifier).await)
     }
 
     pub fn fault(&self, rule: serde_json::Value) -> FaultRule {

@@ -3,8 +3,9 @@
 //! processes of our binary, stopped by a watchdog when the test binary exits.
 
 use std::{
+    collections::BTreeSet,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::OnceLock,
     time::Duration,
@@ -50,19 +51,26 @@ pub fn stack(config_yaml: &str) -> &'static Stack {
     STACK.get_or_init(|| start(env(), config_yaml))
 }
 
-fn start(env: &TestEnv, config_yaml: &str) -> Stack {
-    let dir = std::env::temp_dir().join(format!("vpsie-stack-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = env!("CARGO_BIN_EXE_vpsie-autoscaler");
+/// A simulator process of our binary, stopped by a watchdog when the test binary exits.
+pub struct SimProcess {
+    pub url: String,
+    pub cluster: String,
+    pub datacenter: String,
+}
 
+/// Starts a simulator (logging to `dir/sim.log`), registering joined workers as KWOK Nodes when
+/// `register_nodes`, and points the Secret kube-system/vpsie-secret at it, so every replica started
+/// afterwards talks to this simulator.
+pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess {
     let sim_port = free_port();
-    let sim_url = format!("http://127.0.0.1:{sim_port}");
-    let mut sim = Command::new(bin);
-    sim.args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--time-scale", "0.01"])
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig());
+    let url = format!("http://127.0.0.1:{sim_port}");
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_vpsie-autoscaler"));
+    sim.args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--time-scale", "0.01"]);
+    if register_nodes {
+        sim.arg("--kubeconfig").arg(env.kubeconfig());
+    }
     spawn_owned(sim, &dir.join("sim.log"));
-    let state = wait_for_json(&format!("{sim_url}/_sim/state"));
+    let state = wait_for_json(&format!("{url}/_sim/state"));
     let cluster = state["clusters"][0]["identifier"].as_str().expect("sim cluster identifier").to_string();
     let datacenter = state["clusters"][0]["datacenter"].as_str().expect("sim datacenter").to_string();
 
@@ -70,11 +78,18 @@ fn start(env: &TestEnv, config_yaml: &str) -> Stack {
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "vpsie-secret", "namespace": "kube-system"},
-        "stringData": {"token": "sim-token", "url": sim_url},
+        "stringData": {"token": "sim-token", "url": url},
     });
     let path = dir.join("secret.json");
     std::fs::write(&path, secret.to_string()).unwrap();
     env.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    SimProcess { url, cluster, datacenter }
+}
+
+fn start(env: &TestEnv, config_yaml: &str) -> Stack {
+    let dir = std::env::temp_dir().join(format!("vpsie-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let SimProcess { url: sim_url, cluster, datacenter } = start_sim(env, &dir, true);
 
     let config = dir.join("config.yaml");
     std::fs::write(&config, config_yaml).unwrap();
@@ -195,6 +210,30 @@ impl Stack {
         v["id"].as_u64().unwrap_or_default()
     }
 
+    /// Adds a fault rule that is removed when the guard drops, pass or fail, so that a failed assertion does
+    /// not leave the fault in place for the tests that run next.
+    pub async fn fault(&self, rule: Value) -> Undo {
+        let id = self.add_fault(rule).await;
+        Undo(vec!["-X".into(), "DELETE".into(), format!("{}/_sim/faults/{id}", self.sim_url)])
+    }
+
+    /// Merges `patch` into the simulator's settings until the guard drops, then puts the old ones back.
+    pub async fn settings(&self, patch: Value) -> Undo {
+        let url = format!("{}/_sim/settings", self.sim_url);
+        let old: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let resp = reqwest::Client::new().put(&url).json(&patch).send().await.unwrap();
+        assert!(resp.status().is_success(), "settings refused: {}", resp.text().await.unwrap_or_default());
+        let restore = ["-X", "PUT", "-H", "content-type: application/json", "--data", &old.to_string(), &url];
+        Undo(restore.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Identifiers of every worker the simulator ever created, gone or not.
+    pub async fn worker_ids(&self) -> BTreeSet<String> {
+        let state = self.sim_state().await;
+        let workers = state["workers"].as_array().cloned().unwrap_or_default();
+        workers.iter().filter_map(|w| w["identifier"].as_str().map(String::from)).collect()
+    }
+
     pub async fn clear_faults(&self) {
         reqwest::Client::new().delete(format!("{}/_sim/faults", self.sim_url)).send().await.unwrap();
     }
@@ -215,5 +254,16 @@ impl Stack {
         let mut all = client.offerings(&self.datacenter).await.expect("offerings");
         all.sort_by(|a, b| a.hourly_price.total_cmp(&b.hourly_price));
         all
+    }
+}
+
+/// A change to the simulator, undone by the curl call with these arguments when dropped. Blocking on purpose:
+/// `Drop` cannot await, and it also runs while a failed test unwinds.
+#[must_use = "the change is undone as soon as the guard drops"]
+pub struct Undo(Vec<String>);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let _ = Command::new("curl").args(["-sf", "--max-time", "5"]).args(&self.0).output();
     }
 }
