@@ -248,3 +248,27 @@ async fn a_ready_vpsienode_recorded_as_having_cordoned_its_node_uncordons_it_but
     assert!(unschedulable(&client, &node).await, "a person's cordon is never undone");
     cordon(&client, &node, false).await;
 }
+
+/// The review's defect, driven the way the code before the fix started a drain (the phase set to
+/// `Draining`): on that code the blocked drain left the node cordoned, because the uncordon was decided
+/// from the copy the reconcile began with, which predated the cordon record.
+#[tokio::test]
+async fn a_drain_that_starts_and_then_times_out_leaves_the_node_schedulable() {
+    let _turn = SERIAL.lock().await;
+    let (ns, client, vn, node) = one_node_held_by_a_pdb("drain-phase").await;
+    let vns: Api<VPSieNode> = Api::namespaced(client.clone(), &ns.name);
+    let name = vn.metadata.name.clone().unwrap();
+    vns.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Draining"}})))
+        .await
+        .unwrap();
+    eventually("the node is cordoned by the drain", WAIT, || async {
+        unschedulable(&client, &node).await.then_some(())
+    })
+    .await;
+    let st = eventually("the VPSieNode is Ready again", WAIT, || async {
+        let st = vns.get(&name).await.ok()?.status?;
+        (st.phase == VPSieNodePhase::Ready).then_some(st)
+    })
+    .await;
+    assert!(!unschedulable(&client, &node).await, "the node must be schedulable again: {st:?}");
+}
