@@ -57,15 +57,18 @@ fn pinned_pod(pool: &str, zone: &str) -> Pod {
     .unwrap()
 }
 
-/// A namespace with the `zoned` group and the pinned pod.
+/// A namespace with the `zoned` group and the pinned pod, created once the autoscaler has seen the group:
+/// a pass that saw the pod first would report "no node groups", and an Event series keeps its first note.
 async fn group_and_pod(prefix: &str, zone: impl FnOnce(&Stack) -> String) -> (support::TestNamespace, kube::Client) {
     let s = stack();
     let ns = env().namespace(prefix).await;
     let client = env().admin().await;
-    Api::<NodeGroup>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &nodegroup(s, &ns.name))
-        .await
-        .unwrap();
+    let groups: Api<NodeGroup> = Api::namespaced(client.clone(), &ns.name);
+    groups.create(&PostParams::default(), &nodegroup(s, &ns.name)).await.unwrap();
+    eventually("the autoscaler reports on the group", WAIT, || async {
+        groups.get("zoned").await.ok()?.status?.observed_generation.map(|_| ())
+    })
+    .await;
     Api::<Pod>::namespaced(client.clone(), &ns.name)
         .create(&PostParams::default(), &pinned_pod(&ns.name, &zone(s)))
         .await
