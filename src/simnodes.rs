@@ -34,14 +34,15 @@ impl KubeNodeRegistrar {
 }
 
 /// The `Node` VPSie's join would produce for `worker`: named after the hostname (lower
-/// case, as the kubelet registers it), labelled and sized from the offering.
+/// case, as the kubelet registers it), with the kubelet's labels, sized from the offering.
+/// VPSie's cloud controller implements neither `InstancesV2` nor `Zones`, so, as for real
+/// workers, no instance-type or topology label: the autoscaler puts those on.
 pub fn node_for(worker: &Worker, offering: &Offering) -> Node {
     let name = worker.hostname.to_ascii_lowercase();
     let labels = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), "amd64".to_string()),
-        ("node.kubernetes.io/instance-type".to_string(), offering.name.clone()),
         ("type".to_string(), "kwok".to_string()),
         (WORKER_ID_LABEL.to_string(), worker.identifier.clone()),
     ]);
@@ -134,7 +135,10 @@ mod tests {
         let n = node_for(&w, &o);
         assert_eq!(n.metadata.name.as_deref(), Some("sim-k8s-1a2b-slave-00af"));
         let labels = n.metadata.labels.unwrap_or_default();
-        assert_eq!(labels.get("node.kubernetes.io/instance-type").map(String::as_str), Some("s-2vcpu-4gb"));
+        assert_eq!(labels.get("kubernetes.io/arch").map(String::as_str), Some("amd64"));
+        for unset_by_vpsie in ["node.kubernetes.io/instance-type", "topology.kubernetes.io/zone"] {
+            assert_eq!(labels.get(unset_by_vpsie), None, "{unset_by_vpsie}");
+        }
         assert_eq!(labels.get(WORKER_ID_LABEL).map(String::as_str), Some("u-1"));
         let ann = n.metadata.annotations.unwrap_or_default();
         assert_eq!(ann.get(KWOK_ANNOTATION).map(String::as_str), Some("fake"));

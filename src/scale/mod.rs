@@ -22,7 +22,7 @@ pub use down::{Blocked, BlockedNode, Closest, NodeRemoval, PodMove, ScaleDownPla
 pub use fit::{Misfit, Target};
 pub use up::{GroupScaleUp, NewNode, NewNodeReason, NoGroup, Rejection, ScaleUpPlan, plan_scale_up};
 
-use crate::snapshot::{GroupInfo, NODEGROUP_LABEL, OfferingInfo, PodInfo, Resources, Snapshot};
+use crate::snapshot::{GroupInfo, NODEGROUP_LABEL, OfferingInfo, PodInfo, Resources, Snapshot, well_known_labels};
 
 /// A namespaced object named in a plan (a pod, a node group, a PDB).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,13 +62,13 @@ pub fn reserved_memory(memory_bytes: i64) -> i64 {
 
 /// A node of `group` on `offering` that does not exist yet, with `overhead` (its DaemonSet pods) taken.
 ///
-/// Its labels are the group's, the node-group label the controller applies, and the os/arch labels
-/// every kubelet sets; nothing else is assumed, so a pod that selects on more is not promised a node.
+/// Its labels are the group's, the node-group label the controller applies, and the well-known labels
+/// (os, arch, region, zone, instance type) the node gets when it joins; nothing else is assumed, so a pod
+/// that selects on more is not promised a node. Group labels win over well-known ones, as on the Node.
 pub fn template(group: &GroupInfo, offering: &OfferingInfo, overhead: Resources) -> Target {
-    let mut labels = group.labels.clone();
+    let mut labels = well_known_labels(&group.datacenter, &offering.id);
+    labels.extend(group.labels.clone());
     labels.insert(NODEGROUP_LABEL.to_string(), group.name.clone());
-    labels.entry("kubernetes.io/os".to_string()).or_insert_with(|| "linux".to_string());
-    labels.entry("kubernetes.io/arch".to_string()).or_insert_with(|| "amd64".to_string());
     let allocatable = Resources {
         cpu_millis: offering.cpu_millis,
         memory_bytes: offering.memory_bytes.saturating_sub(reserved_memory(offering.memory_bytes)),

@@ -89,6 +89,7 @@ impl GroupInfo {
         Ok(GroupInfo {
             min_nodes: count("minNodes", spec.min_nodes)?,
             max_nodes: count("maxNodes", spec.max_nodes)?,
+            datacenter: spec.datacenter.clone(),
             labels: spec.labels.clone(),
             taints: spec
                 .taints

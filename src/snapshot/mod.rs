@@ -11,6 +11,7 @@ pub mod convert;
 pub mod group;
 pub mod offerings;
 pub mod quantity;
+pub mod wellknown;
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
@@ -19,6 +20,7 @@ use jiff::Timestamp;
 pub use convert::ConvertError;
 pub use group::GroupError;
 pub use quantity::{QuantityError, parse_millis, parse_units};
+pub use wellknown::well_known_labels;
 
 /// Label on a Node naming the NodeGroup it belongs to.
 pub use crate::crd::{DO_NOT_DISRUPT_ANNOTATION, NODEGROUP_LABEL};
@@ -303,6 +305,8 @@ pub struct GroupInfo {
     pub name: String,
     pub min_nodes: u32,
     pub max_nodes: u32,
+    /// VPSie datacenter identifier; the new nodes' region and zone are derived from it.
+    pub datacenter: String,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub offerings: Vec<OfferingInfo>,

@@ -2,21 +2,25 @@
 //! label, labels and taints, and keep them there. Without the labels, pods selecting the group would stay
 //! Pending and scale-up would repeat until maxNodes; so `Ready` re-applies them if anyone removes them.
 
+#[cfg(test)]
+mod tests;
+mod wants;
+
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
     runtime::controller::Action,
 };
-use serde_json::json;
 
 use super::{POLL, current, elapsed_since, now, transition, write_status};
 use crate::{
     controller::{Context, Error},
-    crd::{NODEGROUP_LABEL, NodeGroup, VPSieNode, VPSieNodePhase, nodegroup::TaintEffect},
+    crd::{NodeGroup, VPSieNode, VPSieNodePhase},
 };
+pub(crate) use wants::{NodeWants, node_patch};
 
 /// How often a Ready node is checked for its labels and presence.
 const READY_RECHECK: Duration = Duration::from_secs(60);
@@ -89,43 +93,47 @@ fn is_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Puts the group label, the group's labels and its taints on the node, patching only what is missing.
+/// Puts the group label, the group's labels and taints, and the well-known labels on the node.
 async fn label_and_taint(ctx: &Context, vn: &VPSieNode, node: &Node) -> Result<(), Error> {
     let groups: Api<NodeGroup> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
     let group =
         groups.get_opt(&vn.spec.node_group).await.map_err(|source| Error::Read { kind: "NodeGroup", source })?;
-    let mut wanted = group.as_ref().map(|g| g.spec.labels.clone()).unwrap_or_default();
-    wanted.insert(NODEGROUP_LABEL.to_string(), vn.spec.node_group.clone());
-    let have = node.labels();
-    let missing_labels: serde_json::Map<String, serde_json::Value> =
-        wanted.iter().filter(|(k, v)| have.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), json!(v))).collect();
+    let wants = NodeWants::new(vn, group.as_ref().map(|g| &g.spec));
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    if patch_node(&nodes, node, &wants).await? {
+        tracing::info!(node = %node.name_any(), group = %vn.spec.node_group, "applied group labels and taints");
+    }
+    Ok(())
+}
 
-    let mut taints: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let mut taints_changed = false;
-    for t in group.iter().flat_map(|g| g.spec.taints.iter()) {
-        let effect = match t.effect {
-            TaintEffect::NoSchedule => "NoSchedule",
-            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-            TaintEffect::NoExecute => "NoExecute",
+/// A Node's resourceVersion moves with every status update, so a conditional patch can lose a race a few
+/// times; each loss means a fresh read, and the taints settle long before this many.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// Brings `node` to `wants`; returns whether it had to change anything. When the taint list is written,
+/// the patch carries the resourceVersion of the copy it was computed from: a merge patch replaces the
+/// whole list, so without that precondition a taint someone else added or removed in between (the node
+/// lifecycle controller's `not-ready`) would be undone. On a conflict the node is read again and the patch
+/// recomputed; after [`PATCH_ATTEMPTS`] the conflict is returned and the reconcile retries.
+pub(crate) async fn patch_node(nodes: &Api<Node>, node: &Node, wants: &NodeWants) -> Result<bool, Error> {
+    let name = node.name_any();
+    let mut fresh: Option<Node> = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(patch) = node_patch(fresh.as_ref().unwrap_or(node), wants) else {
+            return Ok(false);
         };
-        if !taints.iter().any(|x| x.key == t.key && x.effect == effect) {
-            taints.push(Taint { key: t.key.clone(), value: t.value.clone(), effect: effect.into(), time_added: None });
-            taints_changed = true;
+        match nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < PATCH_ATTEMPTS => {
+                match nodes.get_opt(&name).await.map_err(|source| Error::Read { kind: "Node", source })? {
+                    Some(n) => fresh = Some(n),
+                    // Gone: nothing to label; the phase handlers notice the missing Node on their next read.
+                    None => return Ok(false),
+                }
+            }
+            Err(source) => return Err(Error::Write { kind: "Node labels", source }),
         }
     }
-    if missing_labels.is_empty() && !taints_changed {
-        return Ok(());
-    }
-    let mut patch = json!({ "metadata": { "labels": missing_labels } });
-    if taints_changed {
-        // The taint list was read fresh just now; a merge patch replaces the list as a whole.
-        patch["spec"] = json!({ "taints": taints });
-    }
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    nodes
-        .patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Write { kind: "Node labels", source })?;
-    tracing::info!(node = %node.name_any(), group = %vn.spec.node_group, "applied group labels and taints");
-    Ok(())
 }

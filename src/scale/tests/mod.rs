@@ -17,6 +17,8 @@ use crate::snapshot::{
 
 pub const GI: i64 = 1 << 30;
 pub const MI: i64 = 1 << 20;
+/// The datacenter of every [`group`].
+pub const DC: &str = "dc-hel1";
 
 /// Lets a fixture be adjusted in place: `pod("a", 100, 128).with(|p| p.do_not_disrupt = true)`.
 pub trait With: Sized {
@@ -109,7 +111,7 @@ pub fn offering(id: &str, cores: i64, gib: i64, hourly_price: f64) -> OfferingIn
     OfferingInfo::new(id, cores * 1000, gib * GI, hourly_price)
 }
 
-/// A group in `default` labelled `pool=<name>`, with no nodes, scale-up on, default scale-down policy
+/// A group in `default`, datacenter [`DC`], labelled `pool=<name>`, with no nodes, scale-up on, default scale-down policy
 /// except that nodes are removed as soon as they are unneeded.
 pub fn group(name: &str, min: u32, max: u32, offerings: Vec<OfferingInfo>) -> GroupInfo {
     GroupInfo {
@@ -117,6 +119,7 @@ pub fn group(name: &str, min: u32, max: u32, offerings: Vec<OfferingInfo>) -> Gr
         name: name.to_string(),
         min_nodes: min,
         max_nodes: max,
+        datacenter: DC.to_string(),
         labels: labels(&[("pool", name)]),
         taints: vec![],
         offerings,

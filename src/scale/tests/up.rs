@@ -1,7 +1,13 @@
 use super::*;
-use crate::scale::{
-    ObjectRef, Rejection,
-    up::{Capacity, NewNodeReason, plan_scale_up},
+use crate::{
+    scale::{
+        Misfit, ObjectRef, Rejection,
+        up::{Capacity, NewNodeReason, plan_scale_up},
+    },
+    snapshot::{
+        NodeSelectorTerm, Requirement, SelectorOperator,
+        wellknown::{INSTANCE_TYPE_LABEL, REGION_LABEL, ZONE_LABEL},
+    },
 };
 
 fn small() -> OfferingInfo {
@@ -93,6 +99,51 @@ fn a_pod_selecting_a_group_goes_there_even_when_another_is_cheaper() {
     let p = pending("p", 1000, 256).with(|p| p.node_selector = labels(&[("pool", "special")]));
     let plan = plan_scale_up(&snapshot(vec![], vec![p], groups), now());
     assert_eq!(shape(&plan), vec![("special".to_string(), counts(&[("s", 1)]))]);
+}
+
+/// A pending pod whose required node affinity names one zone.
+fn in_zone(name: &str, zone: &str) -> PodInfo {
+    let term = NodeSelectorTerm {
+        match_expressions: vec![Requirement {
+            key: ZONE_LABEL.to_string(),
+            operator: SelectorOperator::In,
+            values: vec![zone.to_string()],
+        }],
+        match_fields: vec![],
+    };
+    pending(name, 1000, 256).with(|p| p.required_affinity = Some(vec![term]))
+}
+
+#[test]
+fn a_pod_requiring_the_zone_of_the_groups_datacenter_gets_a_node_planned() {
+    let plan = plan_scale_up(&snapshot(vec![], vec![in_zone("p", DC)], vec![group("g", 0, 5, vec![small()])]), now());
+    assert_eq!(shape(&plan), vec![("g".to_string(), counts(&[("small", 1)]))]);
+    assert_eq!(plan.groups[0].nodes[0].pods, vec![ObjectRef::new("default", "p")]);
+}
+
+#[test]
+fn a_pod_requiring_another_zone_gets_no_node_and_the_reason_is_its_affinity() {
+    let plan =
+        plan_scale_up(&snapshot(vec![], vec![in_zone("p", "dc-tor1")], vec![group("g", 0, 5, vec![small()])]), now());
+    assert!(plan.is_empty());
+    let misfit = Rejection::Misfit { offering: "small".to_string(), misfit: Misfit::NodeAffinityMismatch };
+    assert_eq!(plan.unschedulable[0].reasons, vec![(ObjectRef::new("default", "g"), misfit)]);
+}
+
+#[test]
+fn a_zone_pinned_pod_goes_to_the_group_in_its_zone_even_when_another_is_cheaper() {
+    let here = group("here", 0, 5, vec![small()]);
+    let there = group("there", 0, 5, vec![offering("s", 2, 4, 9.0)]).with(|g| g.datacenter = "dc-tor1".to_string());
+    let plan = plan_scale_up(&snapshot(vec![], vec![in_zone("p", "dc-tor1")], vec![here, there]), now());
+    assert_eq!(shape(&plan), vec![("there".to_string(), counts(&[("s", 1)]))]);
+}
+
+#[test]
+fn a_pod_selecting_an_instance_type_and_region_gets_that_offering_not_the_cheapest() {
+    let p = pending("p", 1000, 256)
+        .with(|p| p.node_selector = labels(&[(INSTANCE_TYPE_LABEL, "large"), (REGION_LABEL, DC)]));
+    let plan = plan_scale_up(&snapshot(vec![], vec![p], vec![group("g", 0, 5, vec![small(), large(3.0)])]), now());
+    assert_eq!(shape(&plan), vec![("g".to_string(), counts(&[("large", 1)]))]);
 }
 
 #[test]
