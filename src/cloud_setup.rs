@@ -43,6 +43,7 @@ pub async fn provider(
         VpsieConfig { base_url: args.vpsie_url.clone(), ..VpsieConfig::default() }
     };
     let client = VpsieClient::new(config, credentials).context("configuring the VPSie API client")?;
+    client.register_metrics(registry);
     Ok(Arc::new(Metered::new(client, registry)))
 }
 

@@ -353,3 +353,52 @@ async fn metrics_use_bounded_labels_and_track_the_breaker() {
         assert!(!text.contains(unbounded.as_str()), "{unbounded} leaked into labels");
     }
 }
+
+/// A client with its metrics registered, against a fresh simulator.
+async fn metered_client() -> (LoopbackSim, VpsieClient, prometheus_client::registry::Registry) {
+    let server = LoopbackSim::start(sim_config(), None).await.expect("sim");
+    let client = VpsieClient::new(client_config(server.base_url()), Credentials::token("sim-token")).expect("client");
+    let mut registry = prometheus_client::registry::Registry::default();
+    client.register_metrics(&mut registry);
+    (server, client, registry)
+}
+
+fn fallbacks(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+    text.lines().find(|l| l.starts_with("vpsie_autoscaler_offerings_fallback_total ")).unwrap_or_default().to_string()
+}
+
+fn answers(server: &LoopbackSim, endpoint: &str) -> Vec<u16> {
+    server.sim.requests().iter().filter(|r| r.endpoint == endpoint).map(|r| r.status).collect()
+}
+
+#[tokio::test]
+async fn offerings_come_from_the_plan_list_when_the_offers_endpoint_is_absent() {
+    let (server, client, registry) = metered_client().await;
+    let absent = json!({"endpoint": "offers", "fault": {"kind": "http_error", "status": 404, "body_style": "html"}});
+    server.sim.add_fault(serde_json::from_value(absent).expect("rule")).expect("added");
+    let dc = vpsie_autoscaler::cloud::sim::catalog::DATACENTERS[0].identifier;
+
+    let offers = client.offerings(dc).await.expect("offerings from the plan list");
+
+    let expected: Vec<Offering> = vpsie_autoscaler::cloud::sim::catalog::PLANS.iter().map(|p| p.offering()).collect();
+    assert_eq!(offers, expected);
+    assert_eq!(answers(&server, "offers"), vec![404]);
+    assert_eq!(answers(&server, "resources"), vec![200]);
+    assert_eq!(fallbacks(&registry), "vpsie_autoscaler_offerings_fallback_total 1");
+}
+
+#[tokio::test]
+async fn a_failing_offers_endpoint_is_not_mistaken_for_an_absent_one() {
+    let (server, client, registry) = metered_client().await;
+    let down = json!({"endpoint": "offers", "fault": {"kind": "http_error", "status": 503}});
+    server.sim.add_fault(serde_json::from_value(down).expect("rule")).expect("added");
+    let dc = vpsie_autoscaler::cloud::sim::catalog::DATACENTERS[0].identifier;
+
+    let e = client.offerings(dc).await;
+
+    assert!(matches!(e, Err(CloudError::Transient { status: Some(503), .. })), "{e:?}");
+    assert!(answers(&server, "resources").is_empty());
+    assert_eq!(fallbacks(&registry), "vpsie_autoscaler_offerings_fallback_total 0");
+}

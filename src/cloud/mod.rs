@@ -4,11 +4,13 @@
 //!   ([`vpsie::VpsieClient`]), the in-process simulator ([`sim::SimCloud`]) and the metrics
 //!   decorator ([`metered::Metered`]).
 //! - [`discovery`]: the "find what an add created" protocol.
+//! - [`group_name`]: the names of the VPSie groups the autoscaler creates, built and parsed.
 //!
 //! Nothing here imports `kube`: the module could become its own crate unchanged.
 
 pub mod discovery;
 pub mod error;
+pub mod group_name;
 pub mod metered;
 pub mod sim;
 pub mod types;

@@ -51,11 +51,24 @@ pub struct Context {
     /// VPSieNodes this replica created that its watch has not shown yet.
     pub expectations: expectations::Expectations,
     offerings: tokio::sync::Mutex<HashMap<String, (Instant, Vec<Offering>)>>,
-    add_locks: Mutex<HashMap<(String, u64), AddLock>>,
+    add_locks: AddLocks,
 }
 
-/// Serializes the adds to one VPSie group (cluster, group id) until each add's worker is discovered.
-type AddLock = Arc<tokio::sync::Mutex<()>>;
+/// Serializes the adds to one VPSie group until each add's worker is discovered.
+pub type AddLock = Arc<tokio::sync::Mutex<()>>;
+
+/// One [`AddLock`] per (cluster, VPSie group name). Keyed by name, not id, because the lock must also
+/// cover the group's creation: before it exists there is no id, and two first adds for a new offering
+/// would both create it.
+#[derive(Default)]
+pub struct AddLocks(Mutex<HashMap<(String, String), AddLock>>);
+
+impl AddLocks {
+    pub fn get(&self, cluster: &str, group_name: &str) -> AddLock {
+        let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry((cluster.to_string(), group_name.to_string())).or_default().clone()
+    }
+}
 
 /// Catalogue prices change rarely; asking once per few minutes spares the API's rate limit.
 const OFFERINGS_TTL: Duration = Duration::from_secs(300);
@@ -132,10 +145,10 @@ impl Context {
         }
     }
 
-    /// One lock per VPSie group: adds to a group are serialized until their worker is discovered.
-    pub fn add_lock(&self, cluster: &str, group: u64) -> AddLock {
-        let mut locks = self.add_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry((cluster.to_string(), group)).or_default().clone()
+    /// One lock per VPSie group name: the group's creation and the adds to it are serialized until
+    /// each add's worker is discovered.
+    pub fn add_lock(&self, cluster: &str, group_name: &str) -> AddLock {
+        self.add_locks.get(cluster, group_name)
     }
 }
 

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt, runtime::events::EventType};
 
 use super::{Context, Error};
 use crate::{
-    cloud::deleted_or_gone,
+    cloud::{deleted_or_gone, group_name},
     crd::{NodeGroup, VPSieNode, VPSieNodePhase},
 };
 
@@ -24,11 +24,6 @@ use crate::{
 #[derive(Default)]
 pub struct Sweep {
     unclaimed_since: BTreeMap<String, Instant>,
-}
-
-/// Prefix of the VPSie groups a NodeGroup owns (see `provision::vpsie_group_name`).
-fn group_prefix(group: &NodeGroup) -> String {
-    format!("vas-{}-{}-", group.namespace().unwrap_or_default(), group.name_any())
 }
 
 impl Sweep {
@@ -41,8 +36,10 @@ impl Sweep {
         for cluster in clusters {
             let cloud_groups = ctx.cloud.groups(cluster).await.map_err(|e| Error::cloud("list node groups", e))?;
             for group in groups.iter().filter(|g| g.spec.cluster_identifier == cluster) {
-                let prefix = group_prefix(group);
-                for cg in cloud_groups.iter().filter(|cg| cg.name.starts_with(&prefix)) {
+                let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+                // By parsing, not by prefix: `web`'s prefix would match `web-2`'s groups. Names of the
+                // old `vas-<ns>-<ng>-<plan>` scheme do not parse and are left alone (see `group_name`).
+                for cg in cloud_groups.iter().filter(|cg| group_name::belongs_to(&cg.name, &ns, &name)) {
                     // An add to this group not yet matched to its worker: the unclaimed worker may be it.
                     let discovering = vpsienodes.iter().any(|v| {
                         v.status.as_ref().is_some_and(|s| {

@@ -56,8 +56,10 @@ pub(super) fn operation(
                 catalog::PLANS
                     .iter()
                     .filter(|p| cat.is_empty() || cat == "query" || p.category == cat)
+                    // `id` (the size id node groups are created with) is our inference, not in the
+                    // reference's field list: without it no group could be created from a plan.
                     .map(|p| {
-                        json!({"identifier": p.identifier, "nickname": p.nickname, "cpu": p.cpu,
+                        json!({"id": p.id, "identifier": p.identifier, "nickname": p.nickname, "cpu": p.cpu,
                            "ram": p.ram_mb, "ssd": p.ssd_gb, "traffic": p.traffic_gb,
                            "price": p.price_monthly})
                     })

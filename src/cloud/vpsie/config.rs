@@ -13,6 +13,8 @@ pub struct VpsieConfig {
     pub k8s_prefix: String,
     /// Client-credentials exchange path.
     pub auth_path: String,
+    /// The plan list, asked when the managed-Kubernetes offers endpoint is unusable.
+    pub resources_path: String,
     /// Whole-request timeout (connect to last body byte).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -34,6 +36,7 @@ impl Default for VpsieConfig {
             base_url: "https://api.vpsie.com".into(),
             k8s_prefix: "/apps/v2/k8s".into(),
             auth_path: "/apps/v2/auth/from/api".into(),
+            resources_path: "/apps/v2/resources".into(),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),

@@ -1,6 +1,7 @@
 //! The real VPSie client, managed-Kubernetes dialect (reference §2.3), govpsie paths.
 
 mod auth;
+mod catalogue;
 pub mod config;
 pub mod credentials;
 pub mod envelope;
@@ -18,7 +19,7 @@ pub use credentials::{Auth, Credentials, Secret};
 
 use self::auth::TokenCache;
 use self::resilience::{CircuitBreaker, TokenBucket};
-use self::transport::{Call, segment};
+use self::transport::{Body, Call, segment};
 use crate::cloud::discovery::ensure_group_by_listing;
 use crate::cloud::{AddOutcome, BreakerState, CloudError, CloudGroup, CloudProvider, Offering, Worker, WorkerQuery};
 
@@ -31,6 +32,7 @@ pub struct VpsieClient {
     limiter: TokenBucket,
     /// Secret values to scrub from anything reported.
     secret_values: Vec<String>,
+    catalogue_metrics: catalogue::CatalogueMetrics,
 }
 
 impl std::fmt::Debug for VpsieClient {
@@ -61,6 +63,7 @@ impl VpsieClient {
             limiter: TokenBucket::new(cfg.rate_per_sec, cfg.burst),
             tokens: TokenCache::new(credentials.auth.clone()),
             secret_values: credentials.secret_values(),
+            catalogue_metrics: Default::default(),
             http,
             cfg,
         })
@@ -71,7 +74,7 @@ impl VpsieClient {
     }
 
     async fn get(&self, path: String) -> Result<serde_json::Value, CloudError> {
-        self.call(Call { method: Method::GET, path, body: None, idempotent: true }).await.map(|e| e.data)
+        self.call(Call { method: Method::GET, path, body: Body::None, idempotent: true }).await.map(|e| e.data)
     }
 
     async fn list_cluster_workers(&self, cluster: &str) -> Result<Vec<Worker>, CloudError> {
@@ -104,15 +107,7 @@ fn check_scheme(cfg: &VpsieConfig) -> Result<(), CloudError> {
 #[async_trait]
 impl CloudProvider for VpsieClient {
     async fn offerings(&self, datacenter: &str) -> Result<Vec<Offering>, CloudError> {
-        let env = self
-            .call(Call {
-                method: Method::POST,
-                path: self.k8s("/offers"),
-                body: Some(json!({ "dcIdentifier": datacenter })),
-                idempotent: true,
-            })
-            .await?;
-        Ok(model::offerings(&env.data))
+        self.catalogue(datacenter).await
     }
 
     async fn groups(&self, cluster: &str) -> Result<Vec<CloudGroup>, CloudError> {
@@ -130,7 +125,7 @@ impl CloudProvider for VpsieClient {
             self.call(Call {
                 method: Method::POST,
                 path: self.k8s("/cluster/add/group"),
-                body: Some(json!({
+                body: Body::Json(json!({
                     "clusterIdentifier": cluster,
                     "groupName": group_name,
                     "KubeSizeID": offering.id,
@@ -154,7 +149,7 @@ impl CloudProvider for VpsieClient {
             .call(Call {
                 method: Method::POST,
                 path: self.k8s(&format!("/cluster/byId/{}/add/slave/group/{group}", segment(cluster))),
-                body: None,
+                body: Body::None,
                 idempotent: false,
             })
             .await?;
@@ -165,7 +160,7 @@ impl CloudProvider for VpsieClient {
         self.call(Call {
             method: Method::DELETE,
             path: self.k8s(&format!("/cluster/byId/{}/delete/slave", segment(cluster))),
-            body: Some(json!({ "identifier": identifier })),
+            body: Body::Json(json!({ "identifier": identifier })),
             idempotent: true,
         })
         .await

@@ -16,10 +16,18 @@ pub(crate) struct Call {
     pub method: Method,
     /// Absolute path (already percent-encoded).
     pub path: String,
-    pub body: Option<Value>,
+    pub body: Body,
     /// Whether repeating the request is harmless. Creates set this to false: they are
     /// sent exactly once (reference §3, §7).
     pub idempotent: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    None,
+    Json(Value),
+    /// `application/x-www-form-urlencoded`: what the plan catalogue (`/apps/v2/resources`) takes.
+    Form(Vec<(&'static str, String)>),
 }
 
 /// The raw outcome of one attempt.
@@ -50,8 +58,12 @@ impl VpsieClient {
 
     async fn current_token(&self) -> Result<Secret, CloudError> {
         let exchange = |body: Value| async move {
-            let call =
-                Call { method: Method::POST, path: self.cfg.auth_path.clone(), body: Some(body), idempotent: true };
+            let call = Call {
+                method: Method::POST,
+                path: self.cfg.auth_path.clone(),
+                body: Body::Json(body),
+                idempotent: true,
+            };
             self.execute(&call, None).await.0.map(|e| e.data)
         };
         self.tokens.token(exchange).await.map_err(|e| self.scrubbed(e))
@@ -124,9 +136,11 @@ impl VpsieClient {
             }
         }
         let mut req = self.http.request(call.method.clone(), url).headers(headers).timeout(self.cfg.request_timeout);
-        if let Some(body) = &call.body {
-            req = req.json(body);
-        }
+        req = match &call.body {
+            Body::None => req,
+            Body::Json(body) => req.json(body),
+            Body::Form(fields) => req.form(fields),
+        };
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {

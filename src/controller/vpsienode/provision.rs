@@ -8,19 +8,16 @@
 use std::{sync::Arc, time::Duration};
 
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::events::EventType};
+use tokio::sync::OwnedMutexGuard;
 
 use super::{POLL, current, elapsed_since, now, publish, transition, write_status};
 use crate::{
-    cloud::{CloudError, NewWorker, Worker, WorkerState, find_new_worker},
-    controller::{Context, Error},
+    cloud::{
+        CloudError, CloudGroup, CloudProvider, NewWorker, Offering, Worker, WorkerState, find_new_worker, group_name,
+    },
+    controller::{AddLock, Context, Error},
     crd::{VPSieNode, VPSieNodePhase},
 };
-
-/// Name of the VPSie node group that holds a NodeGroup's workers of one offering; the namespace is part
-/// of it because NodeGroups of the same name in two namespaces are different groups.
-pub fn vpsie_group_name(namespace: &str, nodegroup: &str, offering_id: u64) -> String {
-    format!("vas-{namespace}-{nodegroup}-{offering_id}")
-}
 
 pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
@@ -39,15 +36,14 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
         }
         Err(e) => return Err(Error::cloud("list offerings", e)),
     };
-    let group_name = vpsie_group_name(&fresh.namespace().unwrap_or_default(), &spec.node_group, offering.id);
-    let group = match ctx.cloud.ensure_group(&spec.cluster_identifier, &offering, &group_name).await {
-        Ok(g) => g,
-        Err(e) if !e.is_retryable() => return fail_on_cloud(ctx, &fresh, "ensure node group", e).await,
-        Err(e) => return Err(Error::cloud("ensure node group", e)),
-    };
-
-    let lock = ctx.add_lock(&spec.cluster_identifier, group.id);
-    let _held = lock.lock().await;
+    let group_name = group_name::build(&fresh.namespace().unwrap_or_default(), &spec.node_group, offering.id);
+    let lock = ctx.add_lock(&spec.cluster_identifier, &group_name);
+    let (_held, group) =
+        match locked_group(lock, ctx.cloud.as_ref(), &spec.cluster_identifier, &offering, &group_name).await {
+            Ok(held) => held,
+            Err(e) if !e.is_retryable() => return fail_on_cloud(ctx, &fresh, "ensure node group", e).await,
+            Err(e) => return Err(Error::cloud("ensure node group", e)),
+        };
     if let Some(other) = undiscovered_add(ctx, &spec.cluster_identifier, group.id, &fresh).await? {
         tracing::debug!(vpsienode = %fresh.name_any(), waiting_for = %other, "another add to this VPSie group is being discovered");
         return Ok(Action::requeue(POLL));
@@ -110,6 +106,20 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
             Ok(Action::requeue(POLL))
         }
     }
+}
+
+/// Takes the add lock of VPSie group `name`, then makes sure the group exists. Creating the group under
+/// the lock is what keeps two first adds for a new offering from both creating it.
+pub(crate) async fn locked_group(
+    lock: AddLock,
+    cloud: &dyn CloudProvider,
+    cluster: &str,
+    offering: &Offering,
+    name: &str,
+) -> Result<(OwnedMutexGuard<()>, CloudGroup), CloudError> {
+    let held = lock.lock_owned().await;
+    let group = cloud.ensure_group(cluster, offering, name).await?;
+    Ok((held, group))
 }
 
 /// Another VPSieNode whose add to the same VPSie group has not been matched to a worker yet.
@@ -254,4 +264,37 @@ async fn fail_on_cloud(ctx: &Context, vn: &VPSieNode, action: &str, e: CloudErro
     ctx.metrics.lifecycle.cloud_errors(e.kind());
     transition(ctx, vn, current(vn), VPSieNodePhase::Failed, reason, format!("{action}: {e}")).await?;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cloud::sim::{Sim, SimCloud, SimConfig};
+    use crate::controller::AddLocks;
+
+    #[tokio::test]
+    async fn two_concurrent_first_adds_for_a_new_offering_create_the_vpsie_group_once() {
+        let sim = Sim::new(SimConfig::fast(0.001));
+        // A slow create (the delay comes before the simulator acts) lets the second caller list the groups
+        // while the first create is under way, unless the lock orders them.
+        let slow = serde_json::from_value(json!({"endpoint": "add_group", "fault": {"kind": "latency", "ms": 50}}));
+        sim.add_fault(slow.expect("rule parses")).expect("rule accepted");
+        let cloud = SimCloud::new(sim.clone());
+        let locks = AddLocks::default();
+        let cluster = sim.lock().world.clusters[0].identifier.clone();
+        let offering = crate::cloud::sim::offering(2).expect("plan 2 exists");
+        let name = group_name::build("default", "web", offering.id);
+        let first_add = || async {
+            let lock = locks.get(&cluster, &name);
+            locked_group(lock, &cloud, &cluster, &offering, &name).await.expect("group ensured").1
+        };
+
+        let (a, b) = tokio::join!(first_add(), first_add());
+
+        assert_eq!(a.id, b.id);
+        let creates = sim.requests().iter().filter(|r| r.endpoint == "add_group").count();
+        assert_eq!(creates, 1, "the VPSie group was created {creates} times");
+    }
 }
