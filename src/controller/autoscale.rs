@@ -157,8 +157,7 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
             }
         }
         *scaled_up.entry(key(group)).or_default() += plan.nodes.len() as i32;
-        let note = format!("adding {} node(s) ({:.4} USD/h) for pending pods", plan.nodes.len(), plan.hourly_cost);
-        ctx.publish(&group.object_ref(&()), EventType::Normal, "ScaleUp", "Autoscale", &note).await;
+        ctx.publish(&group.object_ref(&()), EventType::Normal, "ScaleUp", "Autoscale", &plan.to_string()).await;
     }
     for removal in &down.remove {
         let Some(vn) =
