@@ -420,7 +420,7 @@ async fn write_group_status(
     ctx.metrics
         .lifecycle
         .group_size
-        .get_or_create(&GroupLabel { nodegroup: group.name_any() })
+        .get_or_create(&GroupLabel { namespace: group.namespace().unwrap_or_default(), nodegroup: group.name_any() })
         .set(i64::from(status.current_nodes));
     if status == old {
         return Ok(());
