@@ -180,6 +180,8 @@ async fn metrics_after_a_scale_up_by_two_nodes_and_a_waiting_deletion_count_exac
         .unwrap()
         .error_for_status()
         .unwrap();
+    // Its worker never boots, so no Node of it outlives this test in a shared control plane.
+    s.add_fault(json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "stuck_provisioning"}})).await;
     let waiting = VPSieNode::new(
         "waits",
         VPSieNodeSpec {
