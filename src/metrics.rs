@@ -68,7 +68,8 @@ impl ControllerMetrics {
         };
         registry.register(
             "vpsie_autoscaler_reconcile",
-            "Reconciliations by controller and result",
+            "Reconciliations by controller and result: success; requeue (a step waiting for something, e.g. \
+             a drain or a worker to be listed, not a failure); error",
             m.reconciles.clone(),
         );
         registry.register(
@@ -78,7 +79,7 @@ impl ControllerMetrics {
         );
         registry.register(
             "vpsie_autoscaler_reconcile_duration_seconds",
-            "Time spent in one reconciliation",
+            "Time spent in one reconciliation, by controller (only reconciles run while leading)",
             m.duration.clone(),
         );
         registry.register("vpsie_autoscaler_watches_synced", "1 once every watch has synced", m.watches_synced.clone());
@@ -181,6 +182,8 @@ pub struct PhaseLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabel {
+    /// NodeGroups of the same name in two namespaces are two groups, so two series.
+    pub namespace: String,
     pub nodegroup: String,
 }
 
@@ -195,7 +198,7 @@ pub struct LifecycleMetrics {
     pub scale_ups: Family<ResultLabel, Counter>,
     pub scale_downs: Family<ResultLabel, Counter>,
     pub vpsienodes: Family<PhaseLabel, Gauge>,
-    /// Node group sizes; the label is the NodeGroup's name, which operators choose and keep few.
+    /// Node group sizes, by the NodeGroup's namespace and name, which operators choose and keep few.
     pub group_size: Family<GroupLabel, Gauge>,
     pub pending_unschedulable_pods: Gauge,
     /// Seconds from a pod becoming unschedulable to the add call made for it.

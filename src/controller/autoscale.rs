@@ -172,8 +172,7 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
             }
         }
         *scaled_up.entry(key(group)).or_default() += plan.nodes.len() as i32;
-        let note = format!("adding {} node(s) ({:.4} USD/h) for pending pods", plan.nodes.len(), plan.hourly_cost);
-        ctx.publish(&group.object_ref(&()), EventType::Normal, "ScaleUp", "Autoscale", &note).await;
+        ctx.publish(&group.object_ref(&()), EventType::Normal, "ScaleUp", "Autoscale", &plan.to_string()).await;
     }
     for removal in &down.remove {
         let Some(vn) =
@@ -447,7 +446,7 @@ async fn write_group_status(
     ctx.metrics
         .lifecycle
         .group_size
-        .get_or_create(&GroupLabel { nodegroup: group.name_any() })
+        .get_or_create(&GroupLabel { namespace: group.namespace().unwrap_or_default(), nodegroup: group.name_any() })
         .set(i64::from(status.current_nodes));
     if status == old {
         return Ok(());

@@ -266,9 +266,49 @@ fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Cont
     }
 }
 
-fn count(ctx: &Context, controller: &'static str, ok: bool) {
-    let result = if ok { "success" } else { "error" };
-    ctx.metrics.controller.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
+/// The `result` label of one item of a controller's output. A `Waiting` is a step asking to be looked
+/// at again (the lifecycle goes on), so it is `requeue`, never `error`. A retry scheduled for an object
+/// deleted meanwhile runs no reconcile at all (`ObjectNotFound`, routine after a finalizer is removed),
+/// so it is not counted.
+fn result_label<K, Q>(
+    res: &Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<Error, Q>>,
+) -> Option<&'static str>
+where
+    K: Resource,
+    Q: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error as Run;
+    match res {
+        Ok(_) => Some("success"),
+        Err(Run::ReconcilerFailed(Error::Waiting { .. }, _)) => Some("requeue"),
+        Err(Run::ObjectNotFound(_)) => None,
+        Err(_) => Some("error"),
+    }
+}
+
+fn count(ctx: &Context, controller: &'static str, result: Option<&'static str>) {
+    if let Some(result) = result {
+        ctx.metrics.controller.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
+    }
+}
+
+/// Observes `reconcile_duration_seconds` around a reconcile. A follower's reconcile only reschedules
+/// itself; timing those would bury the real ones, so only reconciles begun while leading are observed.
+async fn timed<F>(ctx: Arc<Context>, controller: &'static str, reconcile: F) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    if !ctx.is_leader() {
+        return reconcile.await;
+    }
+    let started = Instant::now();
+    let result = reconcile.await;
+    ctx.metrics
+        .controller
+        .duration
+        .get_or_create(&ControllerLabel { controller })
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 /// Waits until a store has listed everything once.
@@ -367,7 +407,7 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
                         if let Err(e) = &res {
                             tracing::warn!(controller = $name, error = %e, "controller error");
                         }
-                        count(&ctx, $name, res.is_ok())
+                        count(&ctx, $name, result_label(&res))
                     }
                 })
         }};
@@ -380,10 +420,22 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
                 let s = shutdown.clone();
                 async move { s.cancelled().await }
             })
-            .run(vpsienode::reconcile, vpsienode::error_policy, ctx.clone())
+            .run(
+                |vn, ctx| timed(ctx.clone(), "vpsienode", vpsienode::reconcile(vn, ctx)),
+                vpsienode::error_policy,
+                ctx.clone(),
+            )
             .for_each(move |res| {
                 let ctx = ctx.clone();
-                async move { count(&ctx, "vpsienode", res.is_ok()) }
+                async move {
+                    // Reconcile failures are logged by the error policy; the rest (watch errors) here.
+                    if let Err(e) = &res
+                        && !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..))
+                    {
+                        tracing::warn!(controller = "vpsienode", error = %e, "controller error");
+                    }
+                    count(&ctx, "vpsienode", result_label(&res))
+                }
             })
     };
 
@@ -395,5 +447,35 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
         ) => {}
         _ = futures::future::join3(node_watch, pod_watch, pdb_watch) => {}
         _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::controller::Error as ControllerError;
+
+    use super::*;
+
+    type Outcome = Result<(ObjectRef<VPSieNode>, Action), ControllerError<Error, std::io::Error>>;
+
+    fn label_of_failure(error: Error) -> Option<&'static str> {
+        let object = Box::new(ObjectRef::<VPSieNode>::new("w").within("ns").erase());
+        let outcome: Outcome = Err(ControllerError::ReconcilerFailed(error, object));
+        result_label(&outcome)
+    }
+
+    #[test]
+    fn a_wait_is_counted_as_a_requeue_and_a_failure_as_an_error() {
+        let done: Outcome = Ok((ObjectRef::new("w").within("ns"), Action::await_change()));
+        assert_eq!(result_label(&done), Some("success"));
+        assert_eq!(label_of_failure(Error::waiting("the drain to finish", Duration::from_secs(2))), Some("requeue"));
+        assert_eq!(label_of_failure(Error::cloud("add worker", CloudError::transient("boom"))), Some("error"));
+    }
+
+    #[test]
+    fn a_retry_for_an_object_deleted_meanwhile_is_not_a_reconcile() {
+        let gone = Box::new(ObjectRef::<VPSieNode>::new("w").within("ns").erase());
+        let outcome: Outcome = Err(ControllerError::ObjectNotFound(gone));
+        assert_eq!(result_label(&outcome), None);
     }
 }

@@ -108,7 +108,8 @@ pub enum DrainError {
         join(.pods)
     )]
     UnmanagedPods { node: String, pods: Vec<PodRef> },
-    #[error("draining node {node} timed out; pods still there: {}; {}", join(.pods), blocked_by(.pdbs))]
+    /// Worded for the rollback runbook, which greps logs for `timeout` and events for `failed|error`.
+    #[error("draining node {node} failed: drain timeout reached; pods still there: {}; {}", join(.pods), blocked_by(.pdbs))]
     Timeout { node: String, pods: Vec<PodRef>, pdbs: Vec<String> },
     #[error("draining node {node} was cancelled")]
     Cancelled { node: String },
@@ -316,9 +317,22 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "draining node n1 timed out; pods still there: shop/db-0, shop/db-1; blocked by PodDisruptionBudget shop/db"
+            "draining node n1 failed: drain timeout reached; pods still there: shop/db-0, shop/db-1; blocked by \
+             PodDisruptionBudget shop/db"
         );
         assert_eq!(err.kind(), "DrainTimeout");
+    }
+
+    #[test]
+    fn a_timeout_matches_the_runbooks_log_and_event_greps() {
+        let err = DrainError::Timeout { node: "n1".into(), pods: vec![pod("db-0")], pdbs: vec!["shop/db".into()] };
+        let message = err.to_string();
+        // `grep -i timeout` on the logs, `grep -i "failed\|error"` on the events.
+        assert!(message.to_lowercase().contains("timeout"), "{message}");
+        assert!(message.to_lowercase().contains("failed"), "{message}");
+        for named in ["n1", "shop/db-0", "PodDisruptionBudget shop/db"] {
+            assert!(message.contains(named), "{named} missing from {message}");
+        }
     }
 
     #[test]

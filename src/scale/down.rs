@@ -237,13 +237,15 @@ pub fn plan_scale_down(snapshot: &Snapshot, now: Timestamp, unneeded: &UnneededS
             block_all(&mut plan, Blocked::ScaleDownDisabled);
             continue;
         }
-        if let Some(until) = cooldown_until(group, now) {
-            block_all(&mut plan, Blocked::Cooldown { until });
-            continue;
-        }
+        // At minNodes the group stays whatever else holds; the cooldown would only be the reason while it
+        // lasts, and naming it would send an operator to wait for nothing.
         let size = snapshot.nodes.iter().filter(|n| n.nodegroup.as_deref() == Some(group.name.as_str()) && !n.deleting);
         if group.current_nodes.min(u32::try_from(size.count()).unwrap_or(u32::MAX)) <= group.min_nodes {
             block_all(&mut plan, Blocked::AtMinNodes { min: group.min_nodes });
+            continue;
+        }
+        if let Some(until) = cooldown_until(group, now) {
+            block_all(&mut plan, Blocked::Cooldown { until });
             continue;
         }
 

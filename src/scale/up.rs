@@ -53,6 +53,26 @@ pub struct GroupScaleUp {
     pub offerings: Vec<(String, u32)>,
     pub nodes: Vec<NewNode>,
     pub hourly_cost: f64,
+    /// The group's `minNodes`, to say so when nodes are added to reach it.
+    pub min_nodes: u32,
+}
+
+/// The note of the group's `ScaleUp` Event: how many nodes, what they cost, and why. Nodes that only
+/// restore `minNodes` are not said to be for pending pods, even when pending pods will use them.
+impl fmt::Display for GroupScaleUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let for_min = self.nodes.iter().filter(|n| n.reason == NewNodeReason::MinNodes).count();
+        let for_pods = self.nodes.len() - for_min;
+        let pods: usize = self.nodes.iter().map(|n| n.pods.len()).sum();
+        write!(f, "adding {} node(s) ({:.4} USD/h)", self.nodes.len(), self.hourly_cost)?;
+        let min = self.min_nodes;
+        match (for_min, for_pods) {
+            (0, _) => write!(f, " for {pods} pending pod(s)"),
+            (_, 0) if pods == 0 => write!(f, " to reach minNodes ({min})"),
+            (_, 0) => write!(f, " to reach minNodes ({min}); {pods} pending pod(s) will use them"),
+            (m, p) => write!(f, ": {m} to reach minNodes ({min}), {p} for pending pods; {pods} pending pod(s) in all"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +246,7 @@ impl<'a> GroupState<'a> {
             offerings: offerings.into_iter().collect(),
             hourly_cost: nodes.iter().map(|n| n.hourly_price).sum(),
             nodes,
+            min_nodes: self.group.min_nodes,
         })
     }
 }

@@ -114,6 +114,16 @@ fn a_group_at_min_nodes_keeps_its_nodes() {
 }
 
 #[test]
+fn a_group_at_min_nodes_in_its_cooldown_names_min_nodes_as_the_blocker() {
+    let mut snap = pair(vec![web()]);
+    snap.groups[0].min_nodes = 2;
+    snap.groups[0].last_scale_up = Some(at(-60));
+    let plan = decide(&snap);
+    assert!(plan.remove.is_empty());
+    assert_eq!(reason_for(&plan, "a"), &Blocked::AtMinNodes { min: 2 });
+}
+
+#[test]
 fn scale_down_disabled_removes_nothing_and_says_so() {
     let mut snap = pair(vec![web()]);
     snap.groups[0].scale_down.enabled = false;

@@ -319,3 +319,31 @@ fn bound_terminating_and_gated_pods_are_not_pending() {
     let plan = plan_scale_up(&snapshot(vec![], pods, vec![group("g", 0, 5, vec![small()])]), now());
     assert!(plan.is_empty() && plan.unschedulable.is_empty());
 }
+
+#[test]
+fn the_scale_up_note_says_min_nodes_when_that_is_why() {
+    let g = group("g", 2, 5, vec![small()]);
+    let plan = plan_scale_up(&snapshot(vec![], vec![], vec![g.clone()]), now());
+    assert_eq!(plan.groups[0].to_string(), "adding 2 node(s) (2.0000 USD/h) to reach minNodes (2)");
+
+    let plan = plan_scale_up(&snapshot(vec![], vec![pending("p", 1000, 256)], vec![g.clone()]), now());
+    assert_eq!(
+        plan.groups[0].to_string(),
+        "adding 2 node(s) (2.0000 USD/h) to reach minNodes (2); 1 pending pod(s) will use them"
+    );
+
+    let pods = (0..3).map(|i| pending(&format!("p{i}"), 1500, 256)).collect();
+    let plan = plan_scale_up(&snapshot(vec![], pods, vec![g.clone()]), now());
+    assert_eq!(
+        plan.groups[0].to_string(),
+        "adding 3 node(s) (3.0000 USD/h): 2 to reach minNodes (2), 1 for pending pods; 3 pending pod(s) in all"
+    );
+}
+
+#[test]
+fn the_scale_up_note_of_a_group_at_min_nodes_names_only_the_pending_pods() {
+    let g = group("g", 0, 5, vec![small()]);
+    let pods = vec![pending("a", 700, 256), pending("b", 700, 256)];
+    let plan = plan_scale_up(&snapshot(vec![], pods, vec![g]), now());
+    assert_eq!(plan.groups[0].to_string(), "adding 1 node(s) (1.0000 USD/h) for 2 pending pod(s)");
+}
