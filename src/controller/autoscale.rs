@@ -395,8 +395,8 @@ async fn write_group_status(
     }
     let now = Timestamp::now();
     if let Some(n) = added.filter(|n| *n > 0) {
-        status.last_scale_up =
-            Some(ScaleEvent { time: Time(now), nodes: n, reason: "pending pods or minNodes".into() });
+        let why = up.group(&group.namespace().unwrap_or_default(), &group.name_any()).map(|g| g.to_string());
+        status.last_scale_up = Some(ScaleEvent { time: Time(now), nodes: n, reason: why.unwrap_or_default() });
     }
     if removing > 0 {
         status.last_scale_down = Some(ScaleEvent { time: Time(now), nodes: removing, reason: "unneeded nodes".into() });
