@@ -181,8 +181,9 @@ async fn a_controller_crash_during_provisioning_never_adds_a_second_worker() {
     let _turn = SERIAL.lock().await;
     let (_ns, vns, offering) = setup("life-crash").await;
     let s = stack();
-    // Slow provisioning down so the crash lands between the add call and the worker's discovery.
-    let _slow = s.fault(json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "slow", "factor": 8.0}})).await;
+    // Slow provisioning down so the crash lands between the add call and the worker's discovery; by 4,
+    // so that even the longest join of the simulator's range stays inside the 12 s joining timeout.
+    let _slow = s.fault(json!({"endpoint": "add_worker", "times": 1, "fault": {"kind": "slow", "factor": 4.0}})).await;
     vns.create(&PostParams::default(), &vpsienode("w", &offering)).await.unwrap();
     let vn = eventually("the add was requested", WAIT, || async {
         let vn = vns.get_opt("w").await.ok()??;

@@ -66,10 +66,11 @@ pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess 
     let url = format!("http://127.0.0.1:{sim_port}");
     // Test binaries share one control plane, and a simulator's identifiers and hostnames follow from its
     // seed: with one seed for all, a worker of this simulator could carry the identifier that a VPSieNode
-    // left by an earlier binary still claims, and never be found as new.
+    // left by an earlier binary still claims, and never be found as new. One seed per test binary, derived
+    // from its name, keeps runs reproducible.
+    let seed = env!("CARGO_CRATE_NAME").bytes().fold(1u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let config = dir.join("sim-config.json");
-    std::fs::write(&config, json!({ "seed": u64::from(std::process::id()) * 7919 + u64::from(sim_port) }).to_string())
-        .unwrap();
+    std::fs::write(&config, json!({ "seed": seed % 1_000_000_007 }).to_string()).unwrap();
     let mut sim = Command::new(env!("CARGO_BIN_EXE_vpsie-autoscaler"));
     sim.args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--time-scale", "0.01", "--config"]).arg(&config);
     if register_nodes {
