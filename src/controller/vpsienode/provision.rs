@@ -206,7 +206,13 @@ pub(super) async fn claim(ctx: &Context, vn: &VPSieNode, cluster: &str) -> Resul
     let Some(group) = status.vpsie_group_id else {
         return Ok(Claim::NotYet);
     };
-    let after = ctx.cloud.list_workers(cluster, group as u64).await.map_err(|e| Error::cloud("list workers", e))?;
+    let after = match ctx.cloud.list_workers(cluster, group as u64).await {
+        Ok(after) => after,
+        // The group (or its cluster) is gone, so no worker of ours can be in it: nothing found, and the
+        // provisioning timeout, or a deletion, goes on instead of retrying this error for ever.
+        Err(e) if e.is_not_found() => return Ok(Claim::NotYet),
+        Err(e) => return Err(Error::cloud("list workers", e)),
+    };
     let all: Api<VPSieNode> = Api::all(ctx.client.clone());
     let others = all.list(&Default::default()).await.map_err(|source| Error::Read { kind: "VPSieNode", source })?;
     let mut known: Vec<Worker> = status.workers_before_add.unwrap_or_default().into_iter().map(placeholder).collect();
