@@ -12,7 +12,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{env, eventually, stack::Stack};
+use support::{env, eventually, fixtures, stack::Stack};
 use vpsie_autoscaler::crd::{DRAIN_REQUEST_ANNOTATION, NodeGroup, VPSieNode, VPSieNodePhase};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -23,45 +23,16 @@ fn stack() -> &'static Stack {
 }
 
 fn nodegroup(s: &Stack, pool: &str) -> NodeGroup {
-    serde_json::from_value(json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
-        "metadata": {"name": "pool"},
-        "spec": {
-            "minNodes": 0, "maxNodes": 4,
-            "clusterIdentifier": s.cluster, "datacenter": s.datacenter,
-            "offerings": ["2"],
-            "labels": {"pool": pool},
-            "scaleDown": {"utilizationThresholdPercent": 50, "unneededTime": "4s", "cooldown": "4s"},
-        },
-    }))
-    .unwrap()
+    let scale_down = json!({"utilizationThresholdPercent": 50, "unneededTime": "4s", "cooldown": "4s"});
+    fixtures::nodegroup(s, "pool", pool, json!({ "scaleDown": scale_down }))
 }
 
 fn deployment(pool: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "app"}},
-            "template": {
-                "metadata": {"labels": {"app": "app"}},
-                "spec": {
-                    "nodeSelector": {"pool": pool},
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
-                        "resources": {"requests": {"cpu": "700m", "memory": "256Mi"}}}],
-                },
-            },
-        },
-    }))
-    .unwrap()
+    fixtures::app_deployment(pool, replicas, "700m", "256Mi")
 }
 
 async fn running(pods: &Api<Pod>) -> usize {
-    let list = pods.list(&ListParams::default().labels("app=app")).await.map(|l| l.items).unwrap_or_default();
-    list.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count()
+    fixtures::running_app_pods(pods).await
 }
 
 async fn vpsienodes(api: &Api<VPSieNode>) -> Vec<VPSieNode> {

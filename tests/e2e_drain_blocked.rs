@@ -18,7 +18,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{env, eventually, stack::Stack};
+use support::{env, eventually, fixtures, stack::Stack};
 use vpsie_autoscaler::crd::{DRAIN_REQUEST_ANNOTATION, NodeGroup, VPSieNode, VPSieNodePhase};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -35,17 +35,8 @@ async fn one_node_held_by_a_pdb(prefix: &str) -> (support::TestNamespace, kube::
     let env = env();
     let ns = env.namespace(prefix).await;
     let client = env.admin().await;
-    let group: NodeGroup = serde_json::from_value(json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
-        "metadata": {"name": "pool"},
-        "spec": {
-            "minNodes": 0, "maxNodes": 2,
-            "clusterIdentifier": s.cluster, "datacenter": s.datacenter,
-            "offerings": ["2"], "labels": {"pool": ns.name},
-            "scaleDown": {"utilizationThresholdPercent": 50, "unneededTime": "2s", "cooldown": "2s"},
-        },
-    }))
-    .unwrap();
+    let scale_down = json!({"utilizationThresholdPercent": 50, "unneededTime": "2s", "cooldown": "2s"});
+    let group = fixtures::nodegroup(s, "pool", &ns.name, json!({"maxNodes": 2, "scaleDown": scale_down}));
     Api::<NodeGroup>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &group).await.unwrap();
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": "app"},
@@ -56,22 +47,7 @@ async fn one_node_held_by_a_pdb(prefix: &str) -> (support::TestNamespace, kube::
         .create(&PostParams::default(), &pdb)
         .await
         .unwrap();
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "app"}},
-            "template": {
-                "metadata": {"labels": {"app": "app"}},
-                "spec": {
-                    "nodeSelector": {"pool": ns.name},
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
-                        "resources": {"requests": {"cpu": "500m", "memory": "128Mi"}}}],
-                },
-            },
-        },
-    }))
-    .unwrap();
+    let deployment = fixtures::app_deployment(&ns.name, 1, "500m", "128Mi");
     Api::<Deployment>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &deployment).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     eventually("the pod runs on a new node", WAIT, || async {

@@ -81,45 +81,16 @@ async fn no_other_objects(client: &kube::Client) {
 }
 
 fn nodegroup(s: &Stack, pool: &str) -> NodeGroup {
-    serde_json::from_value(json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
-        "metadata": {"name": "metrics"},
-        "spec": {
-            "minNodes": 0, "maxNodes": 4,
-            "clusterIdentifier": s.cluster, "datacenter": s.datacenter,
-            "offerings": ["2"],
-            "labels": {"pool": pool},
-        },
-    }))
-    .unwrap()
+    support::fixtures::nodegroup(s, "metrics", pool, json!({}))
 }
 
 /// `replicas` pods of 700m that only the group's nodes (2 cpu each) can run: two per node.
 fn deployment(pool: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "app"}},
-            "template": {
-                "metadata": {"labels": {"app": "app"}},
-                "spec": {
-                    "nodeSelector": {"pool": pool},
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
-                        "resources": {"requests": {"cpu": "700m", "memory": "256Mi"}}}],
-                },
-            },
-        },
-    }))
-    .unwrap()
+    support::fixtures::app_deployment(pool, replicas, "700m", "256Mi")
 }
 
 async fn running(pods: &Api<Pod>) -> usize {
-    let list = pods.list(&ListParams::default().labels("app=app")).await.map(|l| l.items).unwrap_or_default();
-    list.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count()
+    support::fixtures::running_app_pods(pods).await
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::{env, eventually, stack::Stack};
+use support::{env, eventually, fixtures, stack::Stack};
 use vpsie_autoscaler::crd::{NodeGroup, VPSieNode, VPSieNodePhase};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -41,36 +41,12 @@ async fn plan_shows_a_node_on_a_dearer_plan_as_a_candidate_and_changes_nothing()
     let ns = env.namespace("plan").await;
     let client = env.admin().await;
     // The group starts on the compute plan c-2vcpu-4gb (id 5, 30 USD/month) only.
-    let group: NodeGroup = serde_json::from_value(json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
-        "metadata": {"name": "pool"},
-        "spec": {
-            "minNodes": 0, "maxNodes": 2,
-            "clusterIdentifier": s.cluster, "datacenter": s.datacenter,
-            "offerings": ["5"], "labels": {"pool": ns.name},
-            "scaleDown": {"enabled": false},
-            "rebalance": {"enabled": true, "minSavingsPercent": 10},
-        },
-    }))
-    .unwrap();
+    let rebalance = json!({"enabled": true, "minSavingsPercent": 10});
+    let spec = json!({"maxNodes": 2, "offerings": ["5"], "scaleDown": {"enabled": false}, "rebalance": rebalance});
+    let group = fixtures::nodegroup(s, "pool", &ns.name, spec);
     let groups: Api<NodeGroup> = Api::namespaced(client.clone(), &ns.name);
     groups.create(&PostParams::default(), &group).await.unwrap();
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "app"}},
-            "template": {
-                "metadata": {"labels": {"app": "app"}},
-                "spec": {
-                    "nodeSelector": {"pool": ns.name},
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
-                        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}],
-                },
-            },
-        },
-    }))
-    .unwrap();
+    let deployment = fixtures::app_deployment(&ns.name, 1, "500m", "256Mi");
     Api::<Deployment>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &deployment).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     eventually("the pod runs on a new node", WAIT, || async {

@@ -28,17 +28,7 @@ fn stack() -> &'static Stack {
 
 /// The group `zoned`, labelled `pool=<pool>`, in the simulator's datacenter, on offering `2`.
 fn nodegroup(s: &Stack, pool: &str) -> NodeGroup {
-    serde_json::from_value(json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
-        "metadata": {"name": "zoned"},
-        "spec": {
-            "minNodes": 0, "maxNodes": 2,
-            "clusterIdentifier": s.cluster, "datacenter": s.datacenter,
-            "offerings": ["2"],
-            "labels": {"pool": pool},
-        },
-    }))
-    .unwrap()
+    support::fixtures::nodegroup(s, "zoned", pool, json!({"maxNodes": 2}))
 }
 
 /// A pod that only the group's nodes can run (`pool`) and only in `zone` (required node affinity).
