@@ -146,7 +146,7 @@ async fn a_drain_blocked_after_it_started_gives_the_node_back_schedulable_keeps_
     assert!(blocked.contains(&node), "{blocked}");
     // A second request during the backoff is not acted on: the answered request stays the first one.
     // The controller re-applies the group label it finds missing, which shows it reconciled the request.
-    drop_pool_label(&client, &node, &ns.name).await;
+    drop_pool_label(&client, &node).await;
     request_drain(&vns, &name, "2026-01-01T00:00:10Z; node is unneeded").await;
     pool_label_back(&client, &node, &ns.name).await;
     let st = vns.get(&name).await.unwrap().status.unwrap();
@@ -156,7 +156,7 @@ async fn a_drain_blocked_after_it_started_gives_the_node_back_schedulable_keeps_
 }
 
 /// Removes the group's `pool` label from the node; a reconcile of its Ready VPSieNode puts it back.
-async fn drop_pool_label(client: &kube::Client, node: &str, _pool: &str) {
+async fn drop_pool_label(client: &kube::Client, node: &str) {
     Api::<Node>::all(client.clone())
         .patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"pool": null}}})))
         .await
@@ -216,7 +216,7 @@ async fn a_ready_vpsienode_recorded_as_having_cordoned_its_node_uncordons_it_but
     // A person cordons the node: no record says it is ours, so a reconcile leaves it alone. The
     // controller re-applies the group label it finds missing, which shows the reconcile happened.
     cordon(&client, &node, true).await;
-    drop_pool_label(&client, &node, &ns.name).await;
+    drop_pool_label(&client, &node).await;
     vns.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "1"}}})))
         .await
         .unwrap();

@@ -26,11 +26,12 @@ const RELEASED: &str = "VMReleased";
 /// Phase `Ready`, asked by scale-down to go: record the request as answered and move to `Draining`.
 pub async fn start_drain(vn: &VPSieNode, request: String, ctx: &Context) -> Result<Action, Error> {
     let mut status = current(vn);
-    status.drain_request = Some(request.clone());
+    let cause = request.split_once("; ").map(|(_, cause)| cause).unwrap_or("scale-down asked for it");
+    let message = format!("draining: {cause}");
+    status.drain_request = Some(request);
     status.draining_started_at = None;
     status.cordoned_by_us = false;
-    let cause = request.split_once("; ").map(|(_, cause)| cause).unwrap_or("scale-down asked for it");
-    transition(ctx, vn, status, VPSieNodePhase::Draining, "ScaleDown", format!("draining: {cause}")).await?;
+    transition(ctx, vn, status, VPSieNodePhase::Draining, "ScaleDown", message).await?;
     Ok(Action::requeue(Duration::ZERO))
 }
 
