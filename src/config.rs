@@ -50,6 +50,38 @@ pub struct RebalancerDefaults {
     pub min_node_age: KubeDuration,
     #[serde(default = "ten")]
     pub min_savings_percent: i32,
+    /// When a running operation counts the cluster as degraded and rolls back.
+    #[serde(default)]
+    pub cluster_health: ClusterHealthThresholds,
+}
+
+/// The cluster is degraded against an operation's pre-flight baseline when more of the group's nodes
+/// are not Ready than `max(maxUnreadyNodes, maxUnreadyPercent % of the group)`, or when more than
+/// `maxNewUnschedulablePods` pods the scheduler cannot place have appeared since pre-flight. A rollback
+/// follows once the degradation has lasted one `healthCheckInterval`, so a pod waiting a moment for
+/// the scheduler is not a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterHealthThresholds {
+    #[serde(default = "three")]
+    pub max_unready_nodes: u32,
+    #[serde(default = "forty_five")]
+    pub max_unready_percent: u32,
+    #[serde(default)]
+    pub max_new_unschedulable_pods: u32,
+}
+
+impl Default for ClusterHealthThresholds {
+    fn default() -> Self {
+        Self { max_unready_nodes: three(), max_unready_percent: forty_five(), max_new_unschedulable_pods: 0 }
+    }
+}
+
+fn three() -> u32 {
+    3
+}
+fn forty_five() -> u32 {
+    45
 }
 
 /// Timeouts of a worker's way into the cluster.
@@ -90,6 +122,7 @@ impl Default for RebalancerDefaults {
             rollback_on_failure: true,
             min_node_age: secs::<0>(),
             min_savings_percent: ten(),
+            cluster_health: ClusterHealthThresholds::default(),
         }
     }
 }
@@ -188,6 +221,12 @@ impl Config {
             return Err(invalid(
                 "rebalancer.minSavingsPercent",
                 format!("must be between 0 and 100, got {}", r.min_savings_percent),
+            ));
+        }
+        if r.cluster_health.max_unready_percent > 100 {
+            return Err(invalid(
+                "rebalancer.clusterHealth.maxUnreadyPercent",
+                format!("must be between 0 and 100, got {}", r.cluster_health.max_unready_percent),
             ));
         }
         let bounded = |key: &str, d: &KubeDuration, min: Duration, max: Duration| -> Result<(), ConfigError> {

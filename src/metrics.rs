@@ -138,12 +138,21 @@ pub struct RebalancerMetrics {
     pub in_progress: Gauge,
     /// Nodes replaced by successful steps.
     pub nodes_replaced: Counter,
+    /// USD per hour saved by the replacements that completed.
+    pub realized_hourly_savings: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Seconds from pre-flight to the end of an operation, whichever way it ended.
+    pub duration: Histogram,
 }
 
 impl RebalancerMetrics {
     fn register(registry: &mut Registry) -> Self {
-        let m =
-            Self { operations: Family::default(), in_progress: Gauge::default(), nodes_replaced: Counter::default() };
+        let m = Self {
+            operations: Family::default(),
+            in_progress: Gauge::default(),
+            nodes_replaced: Counter::default(),
+            realized_hourly_savings: Counter::default(),
+            duration: Histogram::new([10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+        };
         // Every series exists from the start at zero, so `increase()` in alerts sees the first event.
         for operation in [RebalanceOperation::rebalance, RebalanceOperation::rollback] {
             for result in [OperationResult::success, OperationResult::failure] {
@@ -160,6 +169,16 @@ impl RebalancerMetrics {
             "rebalancer_nodes_replaced",
             "Nodes replaced by rebalance operations",
             m.nodes_replaced.clone(),
+        );
+        registry.register(
+            "rebalancer_realized_hourly_savings_dollars",
+            "USD per hour saved by completed replacements",
+            m.realized_hourly_savings.clone(),
+        );
+        registry.register(
+            "rebalancer_operation_duration_seconds",
+            "Duration of rebalance operations, pre-flight to end",
+            m.duration.clone(),
         );
         m
     }

@@ -265,7 +265,7 @@ fn same(group: &NodeGroup, namespace: &str, name: &str) -> bool {
 }
 
 /// The group's allowed plans, named as the group names them, with their sizes and prices.
-async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<OfferingInfo>, crate::cloud::CloudError> {
+pub(crate) async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<OfferingInfo>, crate::cloud::CloudError> {
     let catalogue = ctx.offerings(&group.spec.datacenter).await?;
     Ok(crate::snapshot::offerings::allowed_offerings(&catalogue, group))
 }
@@ -303,14 +303,31 @@ fn recent_failure(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Option<String>
 }
 
 async fn create_vpsienode(ctx: &Context, group: &NodeGroup, offering: &str) -> Result<VPSieNode, Error> {
-    let ns = group.namespace().unwrap_or_default();
     let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_ascii_lowercase();
     let name = format!("{}-{suffix}", group.name_any());
-    let vn = VPSieNode {
+    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    let created = api
+        .create(&PostParams::default(), &new_vpsienode(group, offering, &name, BTreeMap::new()))
+        .await
+        .map_err(|source| Error::Write { kind: "VPSieNode", source })?;
+    tracing::info!(group = %key(group), vpsienode = %name, offering, "scale-up: created VPSieNode");
+    Ok(created)
+}
+
+/// A VPSieNode of `group` on `offering`, owned by the group, with the group label and `labels`.
+pub(crate) fn new_vpsienode(
+    group: &NodeGroup,
+    offering: &str,
+    name: &str,
+    mut labels: BTreeMap<String, String>,
+) -> VPSieNode {
+    let ns = group.namespace().unwrap_or_default();
+    labels.insert(NODEGROUP_LABEL.to_string(), group.name_any());
+    VPSieNode {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            labels: Some(BTreeMap::from([(NODEGROUP_LABEL.to_string(), group.name_any())])),
+            name: Some(name.to_string()),
+            namespace: Some(ns),
+            labels: Some(labels),
             owner_references: Some(vec![OwnerReference {
                 api_version: "autoscaler.vpsie.com/v1alpha1".into(),
                 kind: "NodeGroup".into(),
@@ -328,12 +345,7 @@ async fn create_vpsienode(ctx: &Context, group: &NodeGroup, offering: &str) -> R
             datacenter: group.spec.datacenter.clone(),
         },
         status: None,
-    };
-    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &ns);
-    let created =
-        api.create(&PostParams::default(), &vn).await.map_err(|source| Error::Write { kind: "VPSieNode", source })?;
-    tracing::info!(group = %key(group), vpsienode = %name, offering, "scale-up: created VPSieNode");
-    Ok(created)
+    }
 }
 
 async fn report_unschedulable(ctx: &Context, up: &ScaleUpPlan) {

@@ -7,6 +7,7 @@
 pub mod autoscale;
 pub mod expectations;
 pub mod orphans;
+pub mod rebalance;
 pub mod vpsienode;
 
 use std::{
@@ -367,6 +368,7 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
         groups: nodegroups.store(),
         vpsienodes: vpsienodes.store(),
     };
+    let rebalance_shared = Arc::new(rebalance::Shared::new(ctx.clone(), stores.clone(), rebalances.store()));
     {
         let stores = stores.clone();
         let rebalances = rebalances.store();
@@ -439,11 +441,39 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
             })
     };
 
+    let drive_rebalances = {
+        let ctx = ctx.clone();
+        rebalances
+            .graceful_shutdown_on({
+                let s = shutdown.clone();
+                async move { s.cancelled().await }
+            })
+            .run(
+                |rb, shared| {
+                    let ctx = shared.ctx.clone();
+                    timed(ctx, "rebalance", rebalance::reconcile(rb, shared))
+                },
+                rebalance::error_policy,
+                rebalance_shared,
+            )
+            .for_each(move |res| {
+                let ctx = ctx.clone();
+                async move {
+                    if let Err(e) = &res
+                        && !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..))
+                    {
+                        tracing::warn!(controller = "rebalance", error = %e, "controller error");
+                    }
+                    count(&ctx, "rebalance", result_label(&res))
+                }
+            })
+    };
+
     tokio::select! {
         _ = futures::future::join3(
             drive!(nodegroups, "nodegroup"),
             drive_vpsienodes,
-            drive!(rebalances, "rebalance"),
+            drive_rebalances,
         ) => {}
         _ = futures::future::join3(node_watch, pod_watch, pdb_watch) => {}
         _ = shutdown.cancelled() => {}

@@ -32,6 +32,13 @@ pub const REBALANCE_LABEL: &str = "rebalance-operation";
 /// Value of [`REBALANCE_LABEL`] while an operation holds the object.
 pub const REBALANCE_IN_PROGRESS: &str = "in-progress";
 
+/// Label naming the Rebalance that holds an object, next to [`REBALANCE_LABEL`]: a rollback finds
+/// exactly what its own operation touched.
+pub const REBALANCE_NAME_LABEL: &str = "autoscaler.vpsie.com/rebalance";
+
+/// Annotation on a Rebalance by which a person asks for its rollback; the value is the stated cause.
+pub const ROLLBACK_ANNOTATION: &str = "autoscaler.vpsie.com/rollback";
+
 /// Pods annotated with this (value `"true"`) are never disrupted by scale-down or rebalancing.
 pub const DO_NOT_DISRUPT_ANNOTATION: &str = "autoscaler.vpsie.com/do-not-disrupt";
 

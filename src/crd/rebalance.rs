@@ -65,7 +65,11 @@ pub struct PlannedReplacement {
     /// VPSie plan identifier of the replacement.
     #[schemars(length(min = 1, max = 128))]
     pub new_offering: String,
+    /// USD per hour; never negative.
+    #[schemars(range(min = 0.0))]
     pub old_hourly_price: f64,
+    /// USD per hour; never negative.
+    #[schemars(range(min = 0.0))]
     pub new_hourly_price: f64,
 }
 
@@ -82,6 +86,18 @@ pub enum RebalancePhase {
 }
 
 impl RebalancePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::PreFlight => "PreFlight",
+            Self::Running => "Running",
+            Self::RollingBack => "RollingBack",
+            Self::Succeeded => "Succeeded",
+            Self::RolledBack => "RolledBack",
+            Self::Failed => "Failed",
+        }
+    }
+
     /// Whether the operation has ended (nothing of it is in flight).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::RolledBack | Self::Failed)
@@ -100,6 +116,8 @@ pub enum StepPhase {
     /// The old node is cordoned (by us, see `cordonedByUs`).
     Cordoned,
     Draining,
+    /// The old node is empty; the moved workloads must be healthy again before it is removed.
+    Verifying,
     /// The old VPSieNode is being deleted.
     Removing,
     Done,
@@ -119,8 +137,12 @@ pub struct NodeStep {
     /// Whether this operation cordoned the old node (a node already cordoned by someone else stays so).
     #[serde(default)]
     pub cordoned_by_us: bool,
+    /// When the current phase of the step began (a drain's deadline counts from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// Owners (`Kind/namespace/name`) of the pods the drain moves, whose health is checked afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved_owners: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -132,12 +154,15 @@ pub struct PreOperationState {
     /// Nodes that were already unschedulable before the operation (never uncordoned by a rollback).
     #[serde(default)]
     pub already_cordoned: Vec<String>,
+    /// Nodes of the group before the operation.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Ready nodes of the group before the operation.
     #[serde(default)]
     pub ready_nodes: i32,
-    /// Pods not Running or Succeeded before the operation, so health checks compare like with like.
+    /// Pods the scheduler could not place before the operation.
     #[serde(default)]
-    pub unhealthy_pods: i32,
+    pub unschedulable_pods: i32,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +172,21 @@ pub enum RollbackTrigger {
     WorkloadUnhealthy,
     ClusterDegraded,
     Manual,
+    /// A restarted controller found the operation in a state it cannot continue from safely.
+    CannotContinue,
+}
+
+impl RollbackTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProvisioningFailed => "ProvisioningFailed",
+            Self::DrainTimeout => "DrainTimeout",
+            Self::WorkloadUnhealthy => "WorkloadUnhealthy",
+            Self::ClusterDegraded => "ClusterDegraded",
+            Self::Manual => "Manual",
+            Self::CannotContinue => "CannotContinue",
+        }
+    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -157,6 +197,9 @@ pub struct RollbackRecord {
     pub started_at: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// Every action the rollback took, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
     /// Outcome: which nodes were uncordoned and which replacements terminated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -167,10 +210,16 @@ pub struct RollbackRecord {
 pub struct RebalanceStatus {
     #[serde(default)]
     pub phase: RebalancePhase,
+    /// Machine-readable cause of the current phase (`InvalidSpec`, `PreFlightFailed`, `DrainTimeout`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<NodeStep>,
+    /// Since when cluster health has been below the pre-flight baseline (a rollback follows if it lasts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_since: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_operation: Option<PreOperationState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
