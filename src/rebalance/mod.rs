@@ -2,10 +2,12 @@
 //!
 //! [`analysis`] is the pure first step: from the same snapshot the scale planners read, which nodes would
 //! run their pods on a cheaper offering their group allows, and why each other node is not a candidate.
-//! `vpsie-autoscaler plan` prints it for a live cluster.
+//! `vpsie-autoscaler plan` prints it for a live cluster. [`window`] decides whether a group's maintenance
+//! windows let an operation start now, and since when.
 
 pub mod analysis;
 pub mod plan;
+pub mod window;
 
 #[cfg(test)]
 mod tests;
