@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, Error, vpsienode};
 use crate::{
     crd::{
-        DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, VPSieNode,
-        VPSieNodePhase, VPSieNodeSpec,
+        DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, REBALANCE_LABEL,
+        VPSieNode, VPSieNodePhase, VPSieNodeSpec,
         conditions::{condition, set_condition},
         nodegroup::ScaleEvent,
     },
@@ -223,7 +223,9 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
 fn may_request_drain(vn: &VPSieNode) -> bool {
     let Some(status) = vn.status.as_ref() else { return false };
     let asked = vn.metadata.annotations.as_ref().and_then(|a| a.get(DRAIN_REQUEST_ANNOTATION));
+    let rebalancing = vn.metadata.labels.as_ref().is_some_and(|l| l.contains_key(REBALANCE_LABEL));
     status.phase == VPSieNodePhase::Ready
+        && !rebalancing
         && vn.metadata.deletion_timestamp.is_none()
         && asked.is_none_or(|a| status.drain_request.as_ref() == Some(a))
 }
@@ -265,7 +267,10 @@ fn same(group: &NodeGroup, namespace: &str, name: &str) -> bool {
 }
 
 /// The group's allowed plans, named as the group names them, with their sizes and prices.
-pub(crate) async fn allowed_offerings(ctx: &Context, group: &NodeGroup) -> Result<Vec<OfferingInfo>, crate::cloud::CloudError> {
+pub(crate) async fn allowed_offerings(
+    ctx: &Context,
+    group: &NodeGroup,
+) -> Result<Vec<OfferingInfo>, crate::cloud::CloudError> {
     let catalogue = ctx.offerings(&group.spec.datacenter).await?;
     Ok(crate::snapshot::offerings::allowed_offerings(&catalogue, group))
 }

@@ -79,7 +79,10 @@ pub enum Next {
     Cordon(usize),
     /// Drain the old nodes of `drain` (one pass, at most one health-check interval long), then check that
     /// the workloads moved off the old nodes of `verify` are healthy again.
-    Work { drain: Vec<usize>, verify: Vec<usize> },
+    Work {
+        drain: Vec<usize>,
+        verify: Vec<usize>,
+    },
     /// Delete the old VPSieNode; its finalizer releases the VM.
     Remove(usize),
     /// The old VPSieNode is gone.
@@ -90,7 +93,10 @@ pub enum Next {
     ClearDegraded,
     Succeed,
     /// Roll back (or, with `rollbackOnFailure: false`, stop in `Failed`).
-    Fail { trigger: RollbackTrigger, reason: String },
+    Fail {
+        trigger: RollbackTrigger,
+        reason: String,
+    },
     Wait(Duration),
 }
 
@@ -138,7 +144,9 @@ fn fault(status: &RebalanceStatus, settings: &Settings, view: &View) -> Option<N
             })
         };
         match &seen.replacement {
-            Some(r) if r.phase == VPSieNodePhase::Failed => return provisioning_failed(format!("failed ({})", r.detail)),
+            Some(r) if r.phase == VPSieNodePhase::Failed => {
+                return provisioning_failed(format!("failed ({})", r.detail));
+            }
             Some(r) if r.deleting => return provisioning_failed("is being deleted".into()),
             None if step.phase != Provisioning => return provisioning_failed("disappeared".into()),
             _ => {}
@@ -191,7 +199,8 @@ fn progress(status: &RebalanceStatus, settings: &Settings, view: &View) -> Next 
         }
     }
     let draining = count(|p| matches!(p, Cordoned | Draining | Verifying | Removing));
-    let in_flight = count(|p| matches!(p, Provisioning | ReplacementReady | Cordoned | Draining | Verifying | Removing));
+    let in_flight =
+        count(|p| matches!(p, Provisioning | ReplacementReady | Cordoned | Draining | Verifying | Removing));
     let all_ready = steps.iter().all(|s| !matches!(s.phase, Pending | Provisioning));
     for (i, (step, seen)) in steps.iter().zip(&view.steps).enumerate() {
         match step.phase {

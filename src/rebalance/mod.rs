@@ -13,6 +13,10 @@ pub mod preflight;
 pub mod window;
 
 #[cfg(test)]
+mod execute_tests;
+#[cfg(test)]
+mod preflight_tests;
+#[cfg(test)]
 mod tests;
 
 pub use analysis::{Analysis, Candidate, GroupSettings, Input, Skip, SkippedNode, Worker, analyse};

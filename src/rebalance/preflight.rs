@@ -122,8 +122,7 @@ pub fn preflight(
         ));
     }
     let replaced: BTreeSet<&str> = spec.replacements.iter().map(|r| r.old_node.as_str()).collect();
-    let moving: Vec<&PodInfo> =
-        replaced.iter().flat_map(|n| snapshot.pods_on(n)).filter(|p| p.must_move()).collect();
+    let moving: Vec<&PodInfo> = replaced.iter().flat_map(|n| snapshot.pods_on(n)).filter(|p| p.must_move()).collect();
     problems.extend(blocking_budgets(snapshot, &moving));
     problems.extend(capacity(snapshot, namespace, spec, &replaced, moving));
     if !problems.is_empty() {

@@ -19,6 +19,7 @@ use std::{
 use jiff::{SignedDuration, Timestamp};
 
 use super::{Misfit, ObjectRef, Target, fit, human};
+use crate::crd::REBALANCE_LABEL;
 use crate::snapshot::{DO_NOT_DISRUPT_ANNOTATION, GroupInfo, NodeInfo, PodInfo, Snapshot};
 
 /// Node name → when it was first seen unneeded.
@@ -76,6 +77,8 @@ pub enum Blocked {
         unneeded_time: Duration,
     },
     Cordoned,
+    /// A rebalance operation holds the node (it is being replaced, or it is a replacement).
+    Rebalancing,
     /// The last drain of the node was blocked; it is tried again after `until`.
     DrainBackoff {
         until: Timestamp,
@@ -124,6 +127,7 @@ impl Blocked {
             Self::AtMinNodes { .. } => "AtMinNodes",
             Self::NotUnneededLongEnough { .. } => "NotUnneededLongEnough",
             Self::Cordoned { .. } => "Cordoned",
+            Self::Rebalancing => "Rebalancing",
             Self::DrainBackoff { .. } => "DrainBackoff",
             Self::TooYoung { .. } => "TooYoung",
             Self::DoNotDisrupt { .. } => "DoNotDisrupt",
@@ -149,6 +153,7 @@ impl fmt::Display for Blocked {
                 write!(f, "unneeded since {since}; removed once unneeded for {}", human(*unneeded_time))
             }
             Self::Cordoned => write!(f, "the node is cordoned (by someone else, or a drain is under way)"),
+            Self::Rebalancing => write!(f, "a rebalance operation holds the node ({REBALANCE_LABEL} label)"),
             Self::DrainBackoff { until, cause } => {
                 write!(f, "the last drain of the node was blocked ({cause}); scale-down retries it after {until}")
             }
@@ -304,6 +309,9 @@ fn try_remove(
     room: &mut Room,
 ) -> Result<Vec<PodMove>, Blocked> {
     let policy = &group.scale_down;
+    if node.labels.contains_key(REBALANCE_LABEL) {
+        return Err(Blocked::Rebalancing);
+    }
     if node.unschedulable {
         return Err(Blocked::Cordoned);
     }

@@ -135,9 +135,10 @@ pub async fn view(shared: &Shared, rb: &Rebalance) -> Result<View, Error> {
             old_node_unschedulable: node.map(|n| n.spec.and_then(|s| s.unschedulable).unwrap_or(false)),
         });
     }
-    let mut rollback_requested = rb.annotations().get(ROLLBACK_ANNOTATION).map(|cause| {
-        if cause.trim().is_empty() { "no cause given".to_string() } else { cause.clone() }
-    });
+    let mut rollback_requested = rb
+        .annotations()
+        .get(ROLLBACK_ANNOTATION)
+        .map(|cause| if cause.trim().is_empty() { "no cause given".to_string() } else { cause.clone() });
     if rb.metadata.deletion_timestamp.is_some() {
         rollback_requested = Some("the Rebalance is being deleted".to_string());
     }

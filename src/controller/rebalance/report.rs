@@ -62,7 +62,8 @@ pub fn observe(shared: &Shared, rb: &Rebalance) {
 fn count(shared: &Shared, rb: &Rebalance) {
     let m = &shared.ctx.metrics.rebalancer;
     let status = rb.status.clone().unwrap_or_default();
-    let result = if status.phase == RebalancePhase::Succeeded { OperationResult::success } else { OperationResult::failure };
+    let result =
+        if status.phase == RebalancePhase::Succeeded { OperationResult::success } else { OperationResult::failure };
     m.operations.get_or_create(&OperationLabels { operation: RebalanceOperation::rebalance, result }).inc();
     if let Some(r) = &status.rollback {
         let result = if r.completed_at.is_some() && status.phase == RebalancePhase::RolledBack {

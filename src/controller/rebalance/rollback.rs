@@ -13,7 +13,9 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::{Error, POLL, PROMPTLY, Shared, crash_point, now, objects, publish, run::node_event, start::key, write_status};
+use super::{
+    Error, POLL, PROMPTLY, Shared, crash_point, now, objects, publish, run::node_event, start::key, write_status,
+};
 use crate::{
     crd::{
         Rebalance, RebalancePhase, RebalanceStatus,
@@ -40,8 +42,16 @@ pub async fn step(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
             let node = status.steps[i].old_node.clone();
             crash_point("rollback-uncordon");
             drain::uncordon(&ctx.client, &node).await.map_err(Error::drain)?;
-            record(shared, rb, &mut status, format!("uncordoned node {node}, which this operation had cordoned")).await?;
-            node_event(shared, &node, EventType::Warning, "RollbackUncordon", &format!("rollback of rebalance {}: uncordoned", key(rb))).await;
+            record(shared, rb, &mut status, format!("uncordoned node {node}, which this operation had cordoned"))
+                .await?;
+            node_event(
+                shared,
+                &node,
+                EventType::Warning,
+                "RollbackUncordon",
+                &format!("rollback of rebalance {}: uncordoned", key(rb)),
+            )
+            .await;
             Ok(Action::requeue(PROMPTLY))
         }
         Undo::Terminate(i) => {
@@ -54,9 +64,22 @@ pub async fn step(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
             }
             let node = view.steps[i].replacement.as_ref().and_then(|r| r.node.clone());
             let on = node.as_deref().map(|n| format!(" (node {n})")).unwrap_or_default();
-            record(shared, rb, &mut status, format!("terminating replacement VPSieNode {name}{on}; its VM is released")).await?;
+            record(
+                shared,
+                rb,
+                &mut status,
+                format!("terminating replacement VPSieNode {name}{on}; its VM is released"),
+            )
+            .await?;
             if let Some(node) = node {
-                node_event(shared, &node, EventType::Warning, "RollbackTerminate", &format!("rollback of rebalance {}: replacement terminated", key(rb))).await;
+                node_event(
+                    shared,
+                    &node,
+                    EventType::Warning,
+                    "RollbackTerminate",
+                    &format!("rollback of rebalance {}: replacement terminated", key(rb)),
+                )
+                .await;
             }
             Ok(Action::requeue(PROMPTLY))
         }
@@ -65,14 +88,16 @@ pub async fn step(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
             status.steps[i].phase = StepPhase::Done;
             status.completed_replacements = status.steps.iter().filter(|s| s.phase == StepPhase::Done).count() as i32;
             let planned = &rb.spec.replacements[i];
-            status.realized_hourly_savings =
-                Some(status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - planned.new_hourly_price);
+            status.realized_hourly_savings = Some(
+                status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - planned.new_hourly_price,
+            );
             write_status(ctx, rb, &status).await?;
             Ok(Action::requeue(PROMPTLY))
         }
         Undo::Unlabel => {
             let n = objects::unlabel_all(shared, rb).await?;
-            record(shared, rb, &mut status, format!("removed the rebalance-operation label from {n} object(s)")).await?;
+            record(shared, rb, &mut status, format!("removed the rebalance-operation label from {n} object(s)"))
+                .await?;
             Ok(Action::requeue(PROMPTLY))
         }
         Undo::Verify => verify_and_finish(shared, rb, status).await,
@@ -101,7 +126,10 @@ async fn verify_and_finish(shared: &Shared, rb: &Rebalance, mut status: Rebalanc
     let baseline = status.pre_operation.clone().unwrap_or_default();
     let mut problems = Vec::new();
     for step in status.steps.iter().filter(|s| s.phase != StepPhase::Done) {
-        let node = objects::nodes(shared).get_opt(&step.old_node).await.map_err(|source| Error::Read { kind: "Node", source })?;
+        let node = objects::nodes(shared)
+            .get_opt(&step.old_node)
+            .await
+            .map_err(|source| Error::Read { kind: "Node", source })?;
         let Some(node) = node else {
             problems.push(format!("node {} is gone", step.old_node));
             continue;
@@ -121,7 +149,10 @@ async fn verify_and_finish(shared: &Shared, rb: &Rebalance, mut status: Rebalanc
         .filter(|p| p.is_pending_unschedulable())
         .count() as i32;
     if pending > baseline.unschedulable_pods {
-        problems.push(format!("{pending} pod(s) cannot be scheduled, {} before the operation", baseline.unschedulable_pods));
+        problems.push(format!(
+            "{pending} pod(s) cannot be scheduled, {} before the operation",
+            baseline.unschedulable_pods
+        ));
     }
     let started = status.rollback.as_ref().map(|r| r.started_at.0).unwrap_or_else(Timestamp::now);
     let settled = Timestamp::now().duration_since(started).unsigned_abs() >= SETTLE;
@@ -129,8 +160,10 @@ async fn verify_and_finish(shared: &Shared, rb: &Rebalance, mut status: Rebalanc
         tracing::debug!(rebalance = %key(rb), ?problems, "rollback: waiting for the pre-operation state");
         return Ok(Action::requeue(POLL));
     }
-    let restored: Vec<String> = status.steps.iter().filter(|s| s.phase != StepPhase::Done).map(|s| s.old_node.clone()).collect();
-    let kept: Vec<String> = status.steps.iter().filter(|s| s.phase == StepPhase::Done).filter_map(|s| s.new_vpsie_node.clone()).collect();
+    let restored: Vec<String> =
+        status.steps.iter().filter(|s| s.phase != StepPhase::Done).map(|s| s.old_node.clone()).collect();
+    let kept: Vec<String> =
+        status.steps.iter().filter(|s| s.phase == StepPhase::Done).filter_map(|s| s.new_vpsie_node.clone()).collect();
     for step in status.steps.iter_mut().filter(|s| s.phase != StepPhase::Done) {
         step.phase = StepPhase::RolledBack;
     }
@@ -157,7 +190,14 @@ async fn verify_and_finish(shared: &Shared, rb: &Rebalance, mut status: Rebalanc
     tracing::warn!(rebalance = %key(rb), trigger, %result, "rollback completed");
     publish(ctx, rb, EventType::Warning, "RolledBack", &format!("rollback after {trigger} completed: {result}")).await;
     for node in &restored {
-        node_event(shared, node, EventType::Warning, "RolledBack", &format!("rebalance {} rolled back after {trigger}", key(rb))).await;
+        node_event(
+            shared,
+            node,
+            EventType::Warning,
+            "RolledBack",
+            &format!("rebalance {} rolled back after {trigger}", key(rb)),
+        )
+        .await;
     }
     Ok(Action::requeue(PROMPTLY))
 }

@@ -69,13 +69,32 @@ async fn act(
             objects::label_vpsienode(shared, &ns, &planned.old_vpsie_node, rb).await?;
             objects::label_node(shared, &planned.old_node, rb).await?;
             let Some(group) = objects::group(shared, &ns, &rb.spec.node_group).await? else {
-                return fail(shared, rb, status, settings, crate::crd::rebalance::RollbackTrigger::CannotContinue, format!("NodeGroup {} is gone", rb.spec.node_group)).await;
+                return fail(
+                    shared,
+                    rb,
+                    status,
+                    settings,
+                    crate::crd::rebalance::RollbackTrigger::CannotContinue,
+                    format!("NodeGroup {} is gone", rb.spec.node_group),
+                )
+                .await;
             };
-            let vn = crate::controller::autoscale::new_vpsienode(&group, &planned.new_offering, &name, objects::labels(rb));
+            let vn =
+                crate::controller::autoscale::new_vpsienode(&group, &planned.new_offering, &name, objects::labels(rb));
             match objects::vpsienodes(shared, &ns).create(&PostParams::default(), &vn).await {
                 Ok(_) => {
-                    ctx.expectations.created(&format!("{ns}/{name}"), &format!("{ns}/{}", group.name_any()), &planned.new_offering, std::time::Instant::now());
-                    let note = format!("rebalance {}: creating replacement {name} ({}) for node {}", key(rb), planned.new_offering, planned.old_node);
+                    ctx.expectations.created(
+                        &format!("{ns}/{name}"),
+                        &format!("{ns}/{}", group.name_any()),
+                        &planned.new_offering,
+                        std::time::Instant::now(),
+                    );
+                    let note = format!(
+                        "rebalance {}: creating replacement {name} ({}) for node {}",
+                        key(rb),
+                        planned.new_offering,
+                        planned.old_node
+                    );
                     tracing::info!(rebalance = %key(rb), replacement = %name, offering = %planned.new_offering, old_node = %planned.old_node, "rebalance: creating replacement");
                     publish(ctx, rb, EventType::Normal, "ReplacementCreated", &note).await;
                 }
@@ -96,7 +115,10 @@ async fn act(
         }
         Next::Cordon(i) => {
             let node_name = status.steps[i].old_node.clone();
-            let node = objects::nodes(shared).get_opt(&node_name).await.map_err(|source| Error::Read { kind: "Node", source })?;
+            let node = objects::nodes(shared)
+                .get_opt(&node_name)
+                .await
+                .map_err(|source| Error::Read { kind: "Node", source })?;
             let schedulable = node.is_some_and(|n| n.spec.and_then(|s| s.unschedulable) != Some(true));
             status.steps[i].phase = StepPhase::Cordoned;
             status.steps[i].cordoned_by_us = schedulable;
@@ -110,7 +132,14 @@ async fn act(
                 write_status(ctx, &rb, &status).await?;
             }
             tracing::info!(rebalance = %key(&rb), node = %node_name, cordoned_by_us = changed, "rebalance: cordoned old node");
-            node_event(shared, &node_name, EventType::Normal, "RebalanceCordon", &format!("cordoned by rebalance {} before its migration", key(&rb))).await;
+            node_event(
+                shared,
+                &node_name,
+                EventType::Normal,
+                "RebalanceCordon",
+                &format!("cordoned by rebalance {} before its migration", key(&rb)),
+            )
+            .await;
             Ok(Action::requeue(PROMPTLY))
         }
         Next::Work { drain, verify } => work(shared, rb, status, settings, view, drain, verify).await,
@@ -135,8 +164,10 @@ async fn act(
             status.steps[i].message = None;
             status.completed_replacements = status.steps.iter().filter(|s| s.phase == StepPhase::Done).count() as i32;
             let planned = &rb.spec.replacements[i];
-            let new_price = view.steps[i].replacement.as_ref().and_then(|r| r.hourly_price).unwrap_or(planned.new_hourly_price);
-            status.realized_hourly_savings = Some(status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - new_price);
+            let new_price =
+                view.steps[i].replacement.as_ref().and_then(|r| r.hourly_price).unwrap_or(planned.new_hourly_price);
+            status.realized_hourly_savings =
+                Some(status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - new_price);
             write_status(ctx, rb, &status).await?;
             tracing::info!(rebalance = %key(rb), old_node = %planned.old_node, "rebalance: node replaced");
             Ok(Action::requeue(PROMPTLY))
@@ -186,7 +217,8 @@ async fn work(
 ) -> Result<Action, Error> {
     let ctx = &shared.ctx;
     let mut rb = rb.clone();
-    let starting: Vec<usize> = drain.iter().copied().filter(|i| status.steps[*i].phase == StepPhase::Cordoned).collect();
+    let starting: Vec<usize> =
+        drain.iter().copied().filter(|i| status.steps[*i].phase == StepPhase::Cordoned).collect();
     if !starting.is_empty() {
         for &i in &starting {
             let step = &mut status.steps[i];
@@ -206,7 +238,12 @@ async fn work(
         let started = step.started_at.as_ref().map(|t| t.0).unwrap_or(view.now);
         let deadline = started.checked_add(settings.drain_timeout).unwrap_or(Timestamp::MAX).min(pass_end);
         let budget = deadline.duration_since(started).unsigned_abs();
-        let policy = DrainPolicy { deadline: budget, retry_interval: Duration::from_secs(1), force: false, evict_bare_pods: false };
+        let policy = DrainPolicy {
+            deadline: budget,
+            retry_interval: Duration::from_secs(1),
+            force: false,
+            evict_bare_pods: false,
+        };
         let node = step.old_node.clone();
         let client = ctx.client.clone();
         let cancel = ctx.shutdown.clone();
@@ -225,7 +262,15 @@ async fn work(
             // Not yet: the pass ended before the drain did. The step machine decides when it timed out.
             Err(DrainError::Timeout { .. }) => {}
             Err(e @ DrainError::UnmanagedPods { .. }) => {
-                return fail(shared, &rb, status, settings, crate::crd::rebalance::RollbackTrigger::CannotContinue, e.to_string()).await;
+                return fail(
+                    shared,
+                    &rb,
+                    status,
+                    settings,
+                    crate::crd::rebalance::RollbackTrigger::CannotContinue,
+                    e.to_string(),
+                )
+                .await;
             }
             Err(e) => return Err(Error::drain(e)),
         }
@@ -297,14 +342,38 @@ pub async fn fail(
         status.phase = RebalancePhase::RollingBack;
         status.reason = Some(trigger.as_str().to_string());
         status.message = Some(format!("rolling back: {reason}"));
-        status.rollback = Some(RollbackRecord { trigger, reason: reason.clone(), started_at: now(), completed_at: None, actions: vec![], result: None });
+        status.rollback = Some(RollbackRecord {
+            trigger,
+            reason: reason.clone(),
+            started_at: now(),
+            completed_at: None,
+            actions: vec![],
+            result: None,
+        });
         write_status(ctx, rb, &status).await?;
         tracing::warn!(rebalance = %key(rb), trigger = trigger.as_str(), %reason, "rebalance failed; rollback triggered");
-        publish(ctx, rb, EventType::Warning, "RollbackTriggered", &format!("rollback triggered by {}: {reason}", trigger.as_str())).await;
+        publish(
+            ctx,
+            rb,
+            EventType::Warning,
+            "RollbackTriggered",
+            &format!("rollback triggered by {}: {reason}", trigger.as_str()),
+        )
+        .await;
         return Ok(Action::requeue(Duration::ZERO));
     }
-    let cordoned: Vec<&str> = status.steps.iter().filter(|s| s.cordoned_by_us && !matches!(s.phase, StepPhase::Done | StepPhase::Pending)).map(|s| s.old_node.as_str()).collect();
-    let created: Vec<&str> = status.steps.iter().filter(|s| s.phase != StepPhase::Done).filter_map(|s| s.new_vpsie_node.as_deref()).collect();
+    let cordoned: Vec<&str> = status
+        .steps
+        .iter()
+        .filter(|s| s.cordoned_by_us && !matches!(s.phase, StepPhase::Done | StepPhase::Pending))
+        .map(|s| s.old_node.as_str())
+        .collect();
+    let created: Vec<&str> = status
+        .steps
+        .iter()
+        .filter(|s| s.phase != StepPhase::Done)
+        .filter_map(|s| s.new_vpsie_node.as_deref())
+        .collect();
     let message = format!(
         "{reason}; rollbackOnFailure is false, so everything is left as it is: cordoned by this operation: [{}]; replacement VPSieNodes: [{}]; follow the runbook's manual rollback steps",
         cordoned.join(", "),
@@ -321,7 +390,10 @@ pub async fn fail(
 }
 
 pub async fn node_event(shared: &Shared, node: &str, type_: EventType, reason: &str, note: &str) {
-    let n = Node { metadata: kube::api::ObjectMeta { name: Some(node.to_string()), ..Default::default() }, ..Default::default() };
+    let n = Node {
+        metadata: kube::api::ObjectMeta { name: Some(node.to_string()), ..Default::default() },
+        ..Default::default()
+    };
     shared.ctx.publish(&n.object_ref(&()), type_, reason, "Rebalance", note).await;
 }
 

@@ -49,7 +49,12 @@ pub async fn start(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
             rb.spec.strategy,
             rb.spec.max_concurrent
         )),
-        steps: rb.spec.replacements.iter().map(|r| NodeStep { old_node: r.old_node.clone(), ..Default::default() }).collect(),
+        steps: rb
+            .spec
+            .replacements
+            .iter()
+            .map(|r| NodeStep { old_node: r.old_node.clone(), ..Default::default() })
+            .collect(),
         pre_operation: Some(PreOperationState {
             already_cordoned: baseline.already_cordoned,
             nodes: baseline.nodes,

@@ -282,6 +282,14 @@ fn a_cordoned_node_is_left_to_whoever_cordoned_it() {
 }
 
 #[test]
+fn a_node_a_rebalance_holds_is_not_scaled_down_even_when_empty() {
+    let mut snap = pair(vec![]);
+    snap.nodes[0].labels.insert(crate::crd::REBALANCE_LABEL.into(), "in-progress".into());
+    assert_eq!(reason_for(&decide(&snap), "a"), &Blocked::Rebalancing);
+    assert!(decide(&snap).remove.iter().all(|r| r.node != "a"));
+}
+
+#[test]
 fn a_node_younger_than_the_minimum_age_stays() {
     let mut snap = pair(vec![web()]);
     snap.groups[0].scale_down.min_node_age = Duration::from_secs(7200);
