@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod rebalance;
 pub mod stack;
 
 use std::{

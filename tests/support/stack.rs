@@ -132,7 +132,8 @@ fn spawn_controller(args: &[String], dir: &std::path::Path, generation: u32) -> 
     controller
         .args(args)
         .args(["--identity", &format!("e2e-{}-{generation}", std::process::id())])
-        .env("VPSIE_LOG_LEVEL", "info,vpsie_autoscaler=debug");
+        .env("VPSIE_LOG_LEVEL", "info,vpsie_autoscaler=debug")
+        .env("VPSIE_AUTOSCALER_TEST_CRASH_FILE", dir.join("crash-at"));
     spawn_owned(controller, &dir.join(format!("controller-{generation}.log")))
 }
 
@@ -173,6 +174,27 @@ impl Stack {
         let (pid, args) = &mut *guard;
         Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
         *pid = spawn_controller(args, &self.dir, generation);
+    }
+
+    /// Arms the controller's test crash point: it exits abruptly, once, right after recording `step` and
+    /// before acting on it.
+    pub fn arm_crash(&self, step: &str) {
+        std::fs::write(self.dir.join("crash-at"), step).unwrap();
+    }
+
+    /// Whether the armed crash point was reached (the controller removes the file as it exits).
+    pub fn crash_fired(&self) -> bool {
+        !self.dir.join("crash-at").exists()
+    }
+
+    /// Every controller generation's log, oldest first (what `kubectl logs` shows across restarts).
+    pub fn controller_logs(&self) -> String {
+        let mut logs: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("controller-")));
+        logs.sort();
+        logs.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect::<Vec<_>>().join("\n")
     }
 
     pub fn sim_log(&self) -> String {

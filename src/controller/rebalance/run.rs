@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
-    Api, Resource, ResourceExt,
+    Resource, ResourceExt,
     api::{DeleteParams, PostParams},
     runtime::{controller::Action, events::EventType},
 };
@@ -396,6 +396,3 @@ pub async fn node_event(shared: &Shared, node: &str, type_: EventType, reason: &
     };
     shared.ctx.publish(&n.object_ref(&()), type_, reason, "Rebalance", note).await;
 }
-
-#[allow(dead_code)]
-fn _unused(_: Api<Node>) {}
