@@ -265,3 +265,46 @@ async fn a_rebalance_naming_a_node_that_does_not_exist_or_a_negative_price_is_re
     assert_eq!(picture(s, &setup).await, before);
     assert!(labelled(&setup.client, &setup.ns.name).await.is_empty());
 }
+
+/// `HH:MM` of `now` shifted by `hours`, on the clock of `zone`.
+fn clock(zone: &str, hours: i64) -> String {
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(hours);
+    at.in_tz(zone).unwrap().strftime("%H:%M").to_string()
+}
+
+#[tokio::test]
+async fn the_rebalancer_starts_an_operation_by_itself_only_inside_a_window_read_in_its_own_time_zone() {
+    let _serial = SERIAL.lock().await;
+    let s = stack();
+    let setup = group_on_dearer_plan(s, "rb-window", 1).await;
+    let groups: Api<vpsie_autoscaler::crd::NodeGroup> = Api::namespaced(setup.client.clone(), &setup.ns.name);
+    let rebalances: Api<vpsie_autoscaler::crd::Rebalance> = Api::namespaced(setup.client.clone(), &setup.ns.name);
+    // Open now if read as UTC, but written for Tokyo (UTC+9): closed.
+    let utc_hours = json!({"start": clock("UTC", -1), "end": clock("UTC", 1), "timezone": "Asia/Tokyo"});
+    let policy = json!({"enabled": true, "minSavingsPercent": 10, "maintenanceWindows": [utc_hours]});
+    groups.patch("pool", &PatchParams::default(), &Patch::Merge(json!({"spec": {"rebalance": policy}}))).await.unwrap();
+    let env = env();
+    eventually("the group says why it waits", WAIT, || async {
+        let (_, events, _) = env.kubectl(&["get", "events", "-n", &setup.ns.name]);
+        events
+            .lines()
+            .any(|l| l.contains("RebalanceDeferred") && l.contains("no maintenance window of the group is open"))
+            .then_some(())
+    })
+    .await;
+    assert!(rebalances.list(&ListParams::default()).await.unwrap().items.is_empty(), "nothing started");
+    let tokyo_hours =
+        json!({"start": clock("Asia/Tokyo", -1), "end": clock("Asia/Tokyo", 1), "timezone": "Asia/Tokyo"});
+    let policy = json!({"enabled": true, "minSavingsPercent": 10, "maintenanceWindows": [tokyo_hours]});
+    groups.patch("pool", &PatchParams::default(), &Patch::Merge(json!({"spec": {"rebalance": policy}}))).await.unwrap();
+    let started = eventually("the rebalancer starts an operation", WAIT, || async {
+        rebalances.list(&ListParams::default()).await.ok()?.items.into_iter().next()
+    })
+    .await;
+    assert_eq!(started.spec.node_group, "pool");
+    assert_eq!(started.spec.replacements[0].new_offering, CHEAPER);
+    let done = reaches(&rebalances, &started.name_any(), RebalancePhase::Succeeded).await;
+    let replacement = done.status.unwrap().steps[0].new_vpsie_node.clone().unwrap();
+    let vn = Api::<VPSieNode>::namespaced(setup.client.clone(), &setup.ns.name).get(&replacement).await.unwrap();
+    assert_eq!(vn.annotations().get(vpsie_autoscaler::crd::CREATED_BY_REBALANCE_ANNOTATION), Some(&started.name_any()));
+}

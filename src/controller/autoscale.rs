@@ -57,6 +57,7 @@ pub struct Stores {
     pub pdbs: Store<PodDisruptionBudget>,
     pub groups: Store<NodeGroup>,
     pub vpsienodes: Store<VPSieNode>,
+    pub rebalances: Store<crate::crd::Rebalance>,
 }
 
 pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken) {
@@ -183,6 +184,11 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
         if may_request_drain(vn) {
             vpsienode::request_drain(ctx, vn, &format!("node {} is unneeded", removal.node)).await?;
         }
+    }
+
+    let rebalances: Vec<crate::crd::Rebalance> = stores.rebalances.state().iter().map(|r| (**r).clone()).collect();
+    if let Err(e) = super::rebalancer::start_due(ctx, &snapshot, &groups, &vpsienodes, &rebalances).await {
+        super::record_error(ctx, "rebalancer", &e);
     }
 
     // report

@@ -8,6 +8,7 @@ pub mod autoscale;
 pub mod expectations;
 pub mod orphans;
 pub mod rebalance;
+pub mod rebalancer;
 pub mod vpsienode;
 
 use std::{
@@ -367,6 +368,7 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
         pdbs: pdb_store,
         groups: nodegroups.store(),
         vpsienodes: vpsienodes.store(),
+        rebalances: rebalances.store(),
     };
     let rebalance_shared = Arc::new(rebalance::Shared::new(ctx.clone(), stores.clone(), rebalances.store()));
     {

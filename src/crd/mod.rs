@@ -36,6 +36,10 @@ pub const REBALANCE_IN_PROGRESS: &str = "in-progress";
 /// exactly what its own operation touched.
 pub const REBALANCE_NAME_LABEL: &str = "autoscaler.vpsie.com/rebalance";
 
+/// Annotation on a VPSieNode a rebalance created, naming it: such a node is not replaced again in the
+/// maintenance window it was created in.
+pub const CREATED_BY_REBALANCE_ANNOTATION: &str = "autoscaler.vpsie.com/created-by-rebalance";
+
 /// Annotation on a Rebalance by which a person asks for its rollback; the value is the stated cause.
 pub const ROLLBACK_ANNOTATION: &str = "autoscaler.vpsie.com/rollback";
 

@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod execute;
 pub mod plan;
 pub mod preflight;
+pub mod propose;
 pub mod window;
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::{Analysis, GroupSettings, Input, Worker, analyse};
 use crate::{
     cli::{PlanArgs, PlanOutput},
     config::Config,
-    crd::{NodeGroup, VPSieNode},
+    crd::{CREATED_BY_REBALANCE_ANNOTATION, NodeGroup, VPSieNode},
     snapshot::{GroupInfo, Snapshot, offerings::allowed_offerings},
 };
 
@@ -71,7 +71,7 @@ where
 
 /// Each group's settings: its overrides over the config file's defaults. No rollback backoff or open
 /// window is known outside the rebalancer, so none is applied here.
-fn settings(config: &Config, groups: &[NodeGroup]) -> BTreeMap<String, GroupSettings> {
+pub(crate) fn settings(config: &Config, groups: &[NodeGroup]) -> BTreeMap<String, GroupSettings> {
     groups
         .iter()
         .map(|g| {
@@ -91,7 +91,7 @@ fn settings(config: &Config, groups: &[NodeGroup]) -> BTreeMap<String, GroupSett
 
 /// What each linked VPSieNode says of its node: offering and price (the catalogue's when the status has
 /// none yet).
-fn workers(vpsienodes: &[VPSieNode], snapshot: &Snapshot) -> BTreeMap<String, Worker> {
+pub(crate) fn workers(vpsienodes: &[VPSieNode], snapshot: &Snapshot) -> BTreeMap<String, Worker> {
     vpsienodes
         .iter()
         .filter_map(|v| {
@@ -107,7 +107,11 @@ fn workers(vpsienodes: &[VPSieNode], snapshot: &Snapshot) -> BTreeMap<String, Wo
                 vpsienode: format!("{ns}/{}", v.name_any()),
                 offering: v.spec.offering.clone(),
                 hourly_price,
-                created_by_rebalance: None,
+                created_by_rebalance: v
+                    .annotations()
+                    .contains_key(CREATED_BY_REBALANCE_ANNOTATION)
+                    .then(|| v.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    .flatten(),
             };
             Some((node, worker))
         })

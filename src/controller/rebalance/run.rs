@@ -79,8 +79,10 @@ async fn act(
                 )
                 .await;
             };
-            let vn =
+            let mut vn =
                 crate::controller::autoscale::new_vpsienode(&group, &planned.new_offering, &name, objects::labels(rb));
+            vn.metadata.annotations =
+                Some([(crate::crd::CREATED_BY_REBALANCE_ANNOTATION.to_string(), rb.name_any())].into_iter().collect());
             match objects::vpsienodes(shared, &ns).create(&PostParams::default(), &vn).await {
                 Ok(_) => {
                     ctx.expectations.created(
