@@ -308,3 +308,32 @@ async fn the_rebalancer_starts_an_operation_by_itself_only_inside_a_window_read_
     let vn = Api::<VPSieNode>::namespaced(setup.client.clone(), &setup.ns.name).get(&replacement).await.unwrap();
     assert_eq!(vn.annotations().get(vpsie_autoscaler::crd::CREATED_BY_REBALANCE_ANNOTATION), Some(&started.name_any()));
 }
+
+#[tokio::test]
+async fn pods_the_scheduler_cannot_place_during_the_operation_degrade_the_cluster_and_roll_it_back() {
+    let _serial = SERIAL.lock().await;
+    let s = stack();
+    let setup = group_on_dearer_plan(s, "rb-degraded", 1).await;
+    let before = picture(s, &setup).await;
+    let old_node = setup.nodes.keys().next().unwrap().clone();
+    let api = create(&setup, &rebalance("degraded", &setup, &[&old_node], json!({}))).await;
+    reaches(&api, "degraded", RebalancePhase::Running).await;
+    // A pod no node can ever take: one more unschedulable pod than at pre-flight.
+    let stray: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "stray"},
+        "spec": {"nodeSelector": {"no-such-label": "x"},
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+    }))
+    .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(setup.client.clone(), &setup.ns.name);
+    pods.create(&PostParams::default(), &stray).await.unwrap();
+    reaches(&api, "degraded", RebalancePhase::RollingBack).await;
+    // The rollback verifies that the scheduler's backlog is back to what it was.
+    pods.delete("stray", &Default::default()).await.unwrap();
+    let rolled = reaches(&api, "degraded", RebalancePhase::RolledBack).await;
+    let record = rolled.status.unwrap().rollback.unwrap();
+    assert_eq!(record.trigger, RollbackTrigger::ClusterDegraded, "{record:?}");
+    assert!(record.reason.contains("cannot be scheduled"), "{record:?}");
+    settles_to(s, &setup, &before).await;
+    assert!(labelled(&setup.client, &setup.ns.name).await.is_empty());
+}
