@@ -94,7 +94,11 @@ pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess 
 }
 
 fn start(env: &TestEnv, config_yaml: &str) -> Stack {
-    let dir = std::env::temp_dir().join(format!("vpsie-stack-{}", std::process::id()));
+    // Benchmarks read the logs afterwards, so they may name the directory.
+    let dir = match std::env::var_os("VPSIE_STACK_DIR") {
+        Some(base) => PathBuf::from(base).join(env!("CARGO_CRATE_NAME")),
+        None => std::env::temp_dir().join(format!("vpsie-stack-{}", std::process::id())),
+    };
     std::fs::create_dir_all(&dir).unwrap();
     let SimProcess { url: sim_url, cluster, datacenter } = start_sim(env, &dir, true);
 
