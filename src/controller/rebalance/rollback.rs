@@ -88,9 +88,9 @@ pub async fn step(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
             status.steps[i].phase = StepPhase::Done;
             status.completed_replacements = status.steps.iter().filter(|s| s.phase == StepPhase::Done).count() as i32;
             let planned = &rb.spec.replacements[i];
-            status.realized_hourly_savings = Some(
-                status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - planned.new_hourly_price,
-            );
+            let saved =
+                status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - planned.new_hourly_price;
+            status.realized_hourly_savings = Some((saved * 1e6).round() / 1e6);
             write_status(ctx, rb, &status).await?;
             Ok(Action::requeue(PROMPTLY))
         }

@@ -168,8 +168,9 @@ async fn act(
             let planned = &rb.spec.replacements[i];
             let new_price =
                 view.steps[i].replacement.as_ref().and_then(|r| r.hourly_price).unwrap_or(planned.new_hourly_price);
-            status.realized_hourly_savings =
-                Some(status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - new_price);
+            // Micro-dollar precision: the sum is for people, not for floating-point noise.
+            let saved = status.realized_hourly_savings.unwrap_or(0.0) + planned.old_hourly_price - new_price;
+            status.realized_hourly_savings = Some((saved * 1e6).round() / 1e6);
             write_status(ctx, rb, &status).await?;
             tracing::info!(rebalance = %key(rb), old_node = %planned.old_node, "rebalance: node replaced");
             Ok(Action::requeue(PROMPTLY))
