@@ -126,6 +126,7 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
         infos,
     );
     snapshot.drain_backoff = drain_backoffs(&vpsienodes);
+    snapshot.attribute_nodes(node_owners(&vpsienodes));
     let pending = snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()).count();
     ctx.metrics.lifecycle.pending_unschedulable_pods.set(pending as i64);
 
@@ -253,6 +254,14 @@ fn drain_backoffs(vpsienodes: &[VPSieNode]) -> BTreeMap<String, DrainBackoff> {
             Some((node, DrainBackoff { until, cause }))
         })
         .collect()
+}
+
+/// `(node, namespace)` of every VPSieNode linked to its node.
+pub(crate) fn node_owners(vpsienodes: &[VPSieNode]) -> impl Iterator<Item = (&str, &str)> {
+    vpsienodes.iter().filter_map(|v| {
+        let node = v.status.as_ref()?.node_name.as_deref()?;
+        Some((node, v.metadata.namespace.as_deref()?))
+    })
 }
 
 fn vpsienode_key(vn: &VPSieNode) -> String {

@@ -171,7 +171,17 @@ pub fn analyse(input: &Input<'_>) -> Analysis {
     }
     for group in &input.snapshot.groups {
         let key = group.key();
-        let nodes = nodes_by_group.get(group.name.as_str()).map(Vec::as_slice).unwrap_or_default();
+        // The node label names the group but not its namespace: a node whose VPSieNode lives in another
+        // namespace belongs to a same-named group there.
+        let ns_prefix = format!("{}/", group.namespace);
+        let nodes: Vec<&NodeInfo> = nodes_by_group
+            .get(group.name.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|n| n.in_group(group))
+            .filter(|n| input.workers.get(&n.name).is_none_or(|w| w.vpsienode.starts_with(&ns_prefix)))
+            .collect();
         let settings = input.settings.get(&key);
         let group_wide = match settings {
             None => Some(Skip::RebalanceDisabled),
@@ -179,7 +189,7 @@ pub fn analyse(input: &Input<'_>) -> Analysis {
             Some(s) => s.backoff_until.filter(|until| *until > input.now).map(|until| Skip::GroupBackoff { until }),
         };
         if let Some(reason) = group_wide {
-            for node in nodes {
+            for node in &nodes {
                 analysis.skipped.push(SkippedNode {
                     group: key.clone(),
                     node: node.name.clone(),

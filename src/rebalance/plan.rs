@@ -49,7 +49,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<()> {
         let info = GroupInfo::from_nodegroup(group, allowed_offerings(&catalogues[&dc], group), &vpsienodes)?;
         infos.push(info);
     }
-    let snapshot = Snapshot::from_k8s(&nodes, &pods, &pdbs, infos);
+    let mut snapshot = Snapshot::from_k8s(&nodes, &pods, &pdbs, infos);
+    snapshot.attribute_nodes(crate::controller::autoscale::node_owners(&vpsienodes));
     let settings = settings(&config, &groups);
     let workers = workers(&vpsienodes, &snapshot);
     let analysis =

@@ -88,6 +88,9 @@ pub struct Conditions {
     pub cloud_trouble: Option<String>,
     /// Why the group's maintenance window is closed, for operations the rebalancer started itself.
     pub window_closed: Option<String>,
+    /// Nodes that carry the group's name but belong to a same-named group of another namespace (the node
+    /// label names no namespace): not this group's.
+    pub foreign_nodes: BTreeSet<String>,
 }
 
 /// Would the operation be safe now? Every failed check is reported, not only the first. Returns the
@@ -108,8 +111,12 @@ pub fn preflight(
     if let Some(closed) = &conditions.window_closed {
         problems.push(closed.clone());
     }
-    let of_group: Vec<&NodeInfo> =
-        snapshot.nodes.iter().filter(|n| n.nodegroup.as_deref() == Some(spec.node_group.as_str())).collect();
+    let of_group: Vec<&NodeInfo> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.nodegroup.as_deref() == Some(spec.node_group.as_str()))
+        .filter(|n| !conditions.foreign_nodes.contains(&n.name))
+        .collect();
     for n in of_group.iter().filter(|n| !n.ready) {
         problems.push(format!("node {} of the group is not Ready", n.name));
     }

@@ -124,6 +124,7 @@ fn an_unsettled_cluster_another_operation_or_an_unreachable_api_fail_preflight_e
         other_operation: Some("rb-1".into()),
         cloud_trouble: Some("connection refused".into()),
         window_closed: None,
+        foreign_nodes: Default::default(),
     };
     let problems = preflight(&snap, "default", &spec(vec![replace("a", "vn-a", "small")]), &conditions).unwrap_err();
     let all = problems.join("\n");
@@ -131,4 +132,13 @@ fn an_unsettled_cluster_another_operation_or_an_unreachable_api_fail_preflight_e
     assert!(all.contains("the VPSie API is not reachable: connection refused"), "{all}");
     assert!(all.contains("node b of the group is not Ready"), "{all}");
     assert!(all.contains("1 pod(s) cannot be scheduled (first: default/waiting)"), "{all}");
+}
+
+#[test]
+fn a_same_named_groups_node_in_another_namespace_is_not_part_of_the_baseline_or_its_health() {
+    let mut snap = cluster(vec![]);
+    snap.nodes[1].ready = false;
+    let conditions = Conditions { foreign_nodes: ["b".to_string()].into(), ..Default::default() };
+    let baseline = preflight(&snap, "default", &spec(vec![replace("a", "vn-a", "small")]), &conditions).unwrap();
+    assert_eq!(baseline.nodes, vec!["a".to_string()]);
 }

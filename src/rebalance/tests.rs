@@ -23,7 +23,12 @@ fn enabled() -> GroupSettings {
 }
 
 fn worker(offering: &str, price: f64) -> Worker {
-    Worker { vpsienode: "vn".into(), offering: offering.into(), hourly_price: price, created_by_rebalance: None }
+    Worker {
+        vpsienode: "default/vn".into(),
+        offering: offering.into(),
+        hourly_price: price,
+        created_by_rebalance: None,
+    }
 }
 
 struct Case {
@@ -191,4 +196,13 @@ fn the_plan_table_lists_candidates_with_savings_and_every_other_node_with_its_re
     assert!(row.contains("big") && row.contains("medium") && row.contains("0.0500"), "{row}");
     let why = table.lines().find(|l| l.contains(" b ")).expect("a row for node b");
     assert!(why.contains("DoNotDisrupt") && why.contains("default/keep"), "{why}");
+}
+
+#[test]
+fn a_node_of_a_same_named_group_in_another_namespace_is_neither_a_candidate_nor_skipped_here() {
+    let mut case = Case::new(vec![on(pod("web", 500, 256), "a")]);
+    case.workers.get_mut("a").unwrap().vpsienode = "elsewhere/vn".into();
+    let analysis = case.run();
+    assert!(analysis.candidates.is_empty(), "{analysis:?}");
+    assert!(analysis.skipped.iter().all(|s| s.node != "a"), "{analysis:?}");
 }

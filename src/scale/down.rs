@@ -219,7 +219,7 @@ pub fn plan_scale_down(snapshot: &Snapshot, now: Timestamp, unneeded: &UnneededS
         let mut nodes: Vec<(&NodeInfo, u128)> = snapshot
             .nodes
             .iter()
-            .filter(|n| n.nodegroup.as_deref() == Some(group.name.as_str()) && n.ready && !n.deleting)
+            .filter(|n| n.in_group(group) && n.ready && !n.deleting)
             .filter_map(|n| utilization_if_unneeded(snapshot, group, n).map(|u| (n, u)))
             .collect();
         nodes.sort_by(|(a, ua), (b, ub)| ua.cmp(ub).then_with(|| a.name.cmp(&b.name)));
@@ -244,7 +244,7 @@ pub fn plan_scale_down(snapshot: &Snapshot, now: Timestamp, unneeded: &UnneededS
         }
         // At minNodes the group stays whatever else holds; the cooldown would only be the reason while it
         // lasts, and naming it would send an operator to wait for nothing.
-        let size = snapshot.nodes.iter().filter(|n| n.nodegroup.as_deref() == Some(group.name.as_str()) && !n.deleting);
+        let size = snapshot.nodes.iter().filter(|n| n.in_group(group) && !n.deleting);
         if group.current_nodes.min(u32::try_from(size.count()).unwrap_or(u32::MAX)) <= group.min_nodes {
             block_all(&mut plan, Blocked::AtMinNodes { min: group.min_nodes });
             continue;

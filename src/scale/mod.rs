@@ -90,12 +90,8 @@ pub fn template(group: &GroupInfo, offering: &OfferingInfo, overhead: Resources)
 /// node of the cluster while the group has none (a new node runs the same DaemonSets).
 pub fn daemonset_overhead(snapshot: &Snapshot, group: &GroupInfo) -> Resources {
     let per_node = |name: &str| snapshot.pods_on(name).filter(|p| p.is_daemonset).map(|p| p.requests).sum();
-    let of_group: Vec<Resources> = snapshot
-        .nodes
-        .iter()
-        .filter(|n| n.nodegroup.as_deref() == Some(group.name.as_str()))
-        .map(|n| per_node(&n.name))
-        .collect();
+    let of_group: Vec<Resources> =
+        snapshot.nodes.iter().filter(|n| n.in_group(group)).map(|n| per_node(&n.name)).collect();
     let pool = if of_group.is_empty() { snapshot.nodes.iter().map(|n| per_node(&n.name)).collect() } else { of_group };
     pool.into_iter().fold(Resources::ZERO, Resources::max)
 }

@@ -158,6 +158,7 @@ impl NodeInfo {
             .any(|c| c.type_ == "Ready" && c.status == "True");
         Ok(NodeInfo {
             nodegroup: labels.get(NODEGROUP_LABEL).cloned(),
+            nodegroup_namespace: None,
             name,
             labels,
             taints,

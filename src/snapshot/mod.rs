@@ -181,6 +181,9 @@ pub struct NodeInfo {
     pub ready: bool,
     /// Value of the [`NODEGROUP_LABEL`] label.
     pub nodegroup: Option<String>,
+    /// Namespace of the node's VPSieNode, when the pass knows it: the label names the group but not its
+    /// namespace, and groups of the same name may exist in several namespaces.
+    pub nodegroup_namespace: Option<String>,
     pub created: Option<Timestamp>,
     /// The Node has a deletion timestamp.
     pub deleting: bool,
@@ -323,6 +326,15 @@ pub struct GroupInfo {
     pub last_scale_up: Option<Timestamp>,
 }
 
+impl NodeInfo {
+    /// Whether the node is one of `group`'s: it carries the group's name and, where its VPSieNode is
+    /// known, lives in the group's namespace.
+    pub fn in_group(&self, group: &GroupInfo) -> bool {
+        self.nodegroup.as_deref() == Some(group.name.as_str())
+            && self.nodegroup_namespace.as_deref().is_none_or(|ns| ns == group.namespace)
+    }
+}
+
 impl GroupInfo {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -386,6 +398,15 @@ pub struct DrainBackoff {
 impl Snapshot {
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.index().nodes.get(name).map(|i| &self.nodes[*i])
+    }
+
+    /// Records which namespace each node's VPSieNode lives in (`(node, namespace)` pairs), so that nodes
+    /// of same-named groups in different namespaces are told apart.
+    pub fn attribute_nodes<'a>(&mut self, owners: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let owners: BTreeMap<&str, &str> = owners.into_iter().collect();
+        for node in &mut self.nodes {
+            node.nodegroup_namespace = owners.get(node.name.as_str()).map(|ns| ns.to_string());
+        }
     }
 
     /// The pods holding resources on `node`, in snapshot order.

@@ -163,8 +163,10 @@ pub async fn settles_to(s: &Stack, setup: &Setup, want: &Picture) {
 
 /// Objects of any kind still carrying the rebalance label.
 pub async fn labelled(client: &Client, ns: &str) -> Vec<String> {
+    // Nodes are cluster-wide: only this test's group's (its nodes carry `pool=<namespace>`).
+    let of_group = ListParams::default().labels(&format!("{REBALANCE_LABEL},pool={ns}"));
     let selector = ListParams::default().labels(REBALANCE_LABEL);
-    let nodes = Api::<Node>::all(client.clone()).list_metadata(&selector).await.unwrap().items;
+    let nodes = Api::<Node>::all(client.clone()).list_metadata(&of_group).await.unwrap().items;
     let vns = Api::<VPSieNode>::namespaced(client.clone(), ns).list_metadata(&selector).await.unwrap().items;
     nodes.iter().map(|o| o.name_any()).chain(vns.iter().map(|o| o.name_any())).collect()
 }

@@ -33,6 +33,11 @@ pub async fn start(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
         // A person's Rebalance is carried out whatever the window; the rebalancer starts its own only
         // inside one.
         window_closed: None,
+        foreign_nodes: vpsienodes
+            .iter()
+            .filter(|v| v.spec.node_group == rb.spec.node_group && v.namespace() != rb.namespace())
+            .filter_map(|v| v.status.as_ref()?.node_name.clone())
+            .collect(),
     };
     let baseline = match preflight::preflight(&snapshot.snapshot, &ns, &rb.spec, &conditions) {
         Ok(b) => b,
@@ -158,11 +163,12 @@ pub async fn group_snapshot(shared: &Shared, ns: &str, name: &str) -> GroupSnaps
     let nodes = stores.nodes.state();
     let pods = stores.pods.state();
     let pdbs = stores.pdbs.state();
-    let snapshot = Snapshot::from_k8s(
+    let mut snapshot = Snapshot::from_k8s(
         nodes.iter().map(|n| n.as_ref()),
         pods.iter().map(|p| p.as_ref()),
         pdbs.iter().map(|p| p.as_ref()),
         groups,
     );
+    snapshot.attribute_nodes(crate::controller::autoscale::node_owners(&vpsienodes));
     GroupSnapshot { snapshot, cloud_trouble }
 }

@@ -354,3 +354,15 @@ fn pods_on_a_node_are_those_bound_to_it_and_holding_resources_in_snapshot_order(
     assert!(snap.node("nowhere").is_none());
     assert_eq!(snap.requested_on("a").cpu_millis, 600);
 }
+
+#[test]
+fn a_node_of_a_same_named_group_in_another_namespace_is_never_removed_for_this_one() {
+    let mut snap = pair(vec![]);
+    snap.nodes[0].nodegroup_namespace = Some("elsewhere".into());
+    let plan = decide(&snap);
+    assert!(removed(&plan).iter().all(|n| *n != "a"), "{plan:?}");
+    assert!(plan.blocked.iter().all(|b| b.node != "a"), "{plan:?}");
+    // The same node attributed to the group's own namespace is considered (and, empty, removed).
+    snap.nodes[0].nodegroup_namespace = Some("default".into());
+    assert!(removed(&decide(&snap)).contains(&"a"));
+}

@@ -58,6 +58,7 @@ pub fn node(name: &str, group: Option<&str>, cores: i64, gib: i64) -> NodeInfo {
         unschedulable: false,
         ready: true,
         nodegroup: group.map(str::to_string),
+        nodegroup_namespace: None,
         created: Some(at(-3600)),
         deleting: false,
     }
