@@ -116,17 +116,8 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
             }
         }
     }
-    let nodes = stores.nodes.state();
-    let pods = stores.pods.state();
-    let pdbs = stores.pdbs.state();
-    let mut snapshot = Snapshot::from_k8s(
-        nodes.iter().map(|n| n.as_ref()),
-        pods.iter().map(|p| p.as_ref()),
-        pdbs.iter().map(|p| p.as_ref()),
-        infos,
-    );
+    let mut snapshot = watched_snapshot(stores, infos, &vpsienodes);
     snapshot.drain_backoff = drain_backoffs(&vpsienodes);
-    snapshot.attribute_nodes(node_owners(&vpsienodes));
     let pending = snapshot.pods.iter().filter(|p| p.is_pending_unschedulable()).count();
     ctx.metrics.lifecycle.pending_unschedulable_pods.set(pending as i64);
 
@@ -254,6 +245,22 @@ fn drain_backoffs(vpsienodes: &[VPSieNode]) -> BTreeMap<String, DrainBackoff> {
             Some((node, DrainBackoff { until, cause }))
         })
         .collect()
+}
+
+/// The watched cluster as plain data, describing `groups`, each node attributed to its VPSieNode's
+/// namespace.
+pub(crate) fn watched_snapshot(stores: &Stores, groups: Vec<GroupInfo>, vpsienodes: &[VPSieNode]) -> Snapshot {
+    let nodes = stores.nodes.state();
+    let pods = stores.pods.state();
+    let pdbs = stores.pdbs.state();
+    let mut snapshot = Snapshot::from_k8s(
+        nodes.iter().map(|n| n.as_ref()),
+        pods.iter().map(|p| p.as_ref()),
+        pdbs.iter().map(|p| p.as_ref()),
+        groups,
+    );
+    snapshot.attribute_nodes(node_owners(vpsienodes));
+    snapshot
 }
 
 /// `(node, namespace)` of every VPSieNode linked to its node.

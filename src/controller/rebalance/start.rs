@@ -160,15 +160,6 @@ pub async fn group_snapshot(shared: &Shared, ns: &str, name: &str) -> GroupSnaps
             Err(e) => cloud_trouble = Some(format!("listing offerings failed: {e}")),
         }
     }
-    let nodes = stores.nodes.state();
-    let pods = stores.pods.state();
-    let pdbs = stores.pdbs.state();
-    let mut snapshot = Snapshot::from_k8s(
-        nodes.iter().map(|n| n.as_ref()),
-        pods.iter().map(|p| p.as_ref()),
-        pdbs.iter().map(|p| p.as_ref()),
-        groups,
-    );
-    snapshot.attribute_nodes(crate::controller::autoscale::node_owners(&vpsienodes));
+    let snapshot = crate::controller::autoscale::watched_snapshot(stores, groups, &vpsienodes);
     GroupSnapshot { snapshot, cloud_trouble }
 }
