@@ -41,7 +41,12 @@ async fn plan_shows_a_node_on_a_dearer_plan_as_a_candidate_and_changes_nothing()
     let ns = env.namespace("plan").await;
     let client = env.admin().await;
     // The group starts on the compute plan c-2vcpu-4gb (id 5, 30 USD/month) only.
-    let rebalance = json!({"enabled": true, "minSavingsPercent": 10});
+    // Rebalancing is enabled, so the analysis proposes; its only window opens in two hours, so the
+    // rebalancer itself starts nothing while `plan` runs.
+    let hhmm =
+        |hours: i64| (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(hours)).strftime("%H:%M").to_string();
+    let window = json!({"start": hhmm(2), "end": hhmm(3)});
+    let rebalance = json!({"enabled": true, "minSavingsPercent": 10, "maintenanceWindows": [window]});
     let spec = json!({"maxNodes": 2, "offerings": ["5"], "scaleDown": {"enabled": false}, "rebalance": rebalance});
     let group = fixtures::nodegroup(s, "pool", &ns.name, spec);
     let groups: Api<NodeGroup> = Api::namespaced(client.clone(), &ns.name);
