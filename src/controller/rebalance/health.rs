@@ -3,11 +3,11 @@
 //! decides whether a VM is deleted). Cluster health: the group's nodes and the scheduler's backlog
 //! against the pre-flight baseline, from the watch caches (a trend, read every few seconds).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::api::{
     apps::v1::{ReplicaSet, StatefulSet},
-    core::v1::Pod,
+    core::v1::{Node, Pod},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{Api, ResourceExt};
@@ -98,13 +98,23 @@ pub async fn workloads(shared: &Shared, owners: &[String]) -> Result<Vec<String>
     Ok(problems)
 }
 
+/// Pods the scheduler gave up on, from the watch cache. Only an unbound pod can be one, so the bound ones
+/// (nearly all of them) are never converted: this runs every second of a running operation.
+pub fn unschedulable_pods(pods: &[Arc<Pod>]) -> usize {
+    pods.iter()
+        .filter(|p| p.spec.as_ref().is_none_or(|s| s.node_name.as_deref().is_none_or(str::is_empty)))
+        .filter_map(|p| PodInfo::from_k8s(p).ok())
+        .filter(|p| p.is_pending_unschedulable())
+        .count()
+}
+
 /// How the cluster is below the baseline, if it is. `gone` are baseline nodes this operation removed on
-/// purpose (their absence is not a fault).
+/// purpose (their absence is not a fault); `unschedulable` is [`unschedulable_pods`] now.
 pub fn degraded(
     baseline: &PreOperationState,
     thresholds: &ClusterHealthThresholds,
-    nodes: &[k8s_openapi::api::core::v1::Node],
-    pods: &[PodInfo],
+    nodes: &[Arc<Node>],
+    unschedulable: usize,
     gone: &BTreeSet<String>,
 ) -> Option<String> {
     let watched: Vec<&String> = baseline.nodes.iter().filter(|n| !gone.contains(*n)).collect();
@@ -123,8 +133,7 @@ pub fn degraded(
             unready.join(", ")
         ));
     }
-    let unschedulable = pods.iter().filter(|p| p.is_pending_unschedulable()).count() as i64;
-    let new = unschedulable - i64::from(baseline.unschedulable_pods);
+    let new = unschedulable as i64 - i64::from(baseline.unschedulable_pods);
     if new > i64::from(thresholds.max_new_unschedulable_pods) {
         return Some(format!(
             "{new} more pod(s) cannot be scheduled than before the operation (allowed: {})",
@@ -136,24 +145,22 @@ pub fn degraded(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::{collections::BTreeSet, sync::Arc};
 
-    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::core::v1::{Node, Pod};
     use serde_json::json;
 
-    use super::degraded;
-    use crate::{
-        config::ClusterHealthThresholds,
-        crd::rebalance::PreOperationState,
-        scale::tests::{on, pending, pod},
-    };
+    use super::{degraded, unschedulable_pods};
+    use crate::{config::ClusterHealthThresholds, crd::rebalance::PreOperationState};
 
-    fn node(name: &str, ready: bool) -> Node {
-        serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
-        }))
-        .unwrap()
+    fn node(name: &str, ready: bool) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+            }))
+            .unwrap(),
+        )
     }
 
     fn baseline(nodes: usize) -> PreOperationState {
@@ -166,16 +173,16 @@ mod tests {
         let ten = baseline(10);
         let with_unready = |k: usize| (0..10).map(|i| node(&format!("n{i}"), i >= k)).collect::<Vec<_>>();
         // max(3, 45 % of 10 = 5) = 5 may be unready.
-        assert_eq!(degraded(&ten, &t, &with_unready(5), &[], &BTreeSet::new()), None);
-        let six = degraded(&ten, &t, &with_unready(6), &[], &BTreeSet::new()).unwrap();
+        assert_eq!(degraded(&ten, &t, &with_unready(5), 0, &BTreeSet::new()), None);
+        let six = degraded(&ten, &t, &with_unready(6), 0, &BTreeSet::new()).unwrap();
         assert!(six.starts_with("6 of the group's 10 nodes are not Ready"), "{six}");
         // A node the operation removed on purpose is not missing.
         let gone: BTreeSet<String> = ["n0".to_string()].into();
-        assert_eq!(degraded(&ten, &t, &with_unready(6)[1..], &[], &gone), None);
+        assert_eq!(degraded(&ten, &t, &with_unready(6)[1..], 0, &gone), None);
         // Small groups: 3 may be unready even when that is most of them.
         let four = baseline(4);
-        let nodes: Vec<Node> = (0..4).map(|i| node(&format!("n{i}"), i >= 3)).collect();
-        assert_eq!(degraded(&four, &t, &nodes, &[], &BTreeSet::new()), None);
+        let nodes: Vec<Arc<Node>> = (0..4).map(|i| node(&format!("n{i}"), i >= 3)).collect();
+        assert_eq!(degraded(&four, &t, &nodes, 0, &BTreeSet::new()), None);
     }
 
     #[test]
@@ -184,12 +191,37 @@ mod tests {
         b.unschedulable_pods = 1;
         let nodes = [node("n0", true)];
         let t = ClusterHealthThresholds::default();
-        let one = [pending("a", 100, 64), on(pod("b", 100, 64), "n0")];
-        assert_eq!(degraded(&b, &t, &nodes, &one, &BTreeSet::new()), None);
-        let two = [pending("a", 100, 64), pending("c", 100, 64)];
-        let why = degraded(&b, &t, &nodes, &two, &BTreeSet::new()).unwrap();
+        assert_eq!(degraded(&b, &t, &nodes, 1, &BTreeSet::new()), None);
+        let why = degraded(&b, &t, &nodes, 2, &BTreeSet::new()).unwrap();
         assert!(why.contains("1 more pod(s) cannot be scheduled"), "{why}");
         let tolerant = ClusterHealthThresholds { max_new_unschedulable_pods: 1, ..t };
-        assert_eq!(degraded(&b, &tolerant, &nodes, &two, &BTreeSet::new()), None);
+        assert_eq!(degraded(&b, &tolerant, &nodes, 2, &BTreeSet::new()), None);
+    }
+
+    fn pod(name: &str, node: Option<&str>, unschedulable: bool) -> Arc<Pod> {
+        let status = if unschedulable {
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]})
+        } else {
+            json!({"phase": "Running"})
+        };
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "pause"}]},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_unbound_pods_the_scheduler_gave_up_on_are_counted_as_unschedulable() {
+        let pods = [
+            pod("gave-up", None, true),
+            pod("bound", Some("n0"), false),
+            pod("not-yet-tried", None, false),
+            pod("gave-up-too", None, true),
+        ];
+        assert_eq!(unschedulable_pods(&pods), 2);
     }
 }

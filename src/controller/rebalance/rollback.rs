@@ -23,7 +23,6 @@ use crate::{
     },
     drain,
     rebalance::execute::{self, Undo},
-    snapshot::PodInfo,
 };
 
 /// How long a rollback waits for pods to be Running again before it records what it could not verify.
@@ -140,14 +139,7 @@ async fn verify_and_finish(shared: &Shared, rb: &Rebalance, mut status: Rebalanc
             problems.push(format!("node {} is {} but was {}", step.old_node, word(unschedulable), word(was)));
         }
     }
-    let pending = shared
-        .stores
-        .pods
-        .state()
-        .iter()
-        .filter_map(|p| PodInfo::from_k8s(p).ok())
-        .filter(|p| p.is_pending_unschedulable())
-        .count() as i32;
+    let pending = super::health::unschedulable_pods(&shared.stores.pods.state()) as i32;
     if pending > baseline.unschedulable_pods {
         problems.push(format!(
             "{pending} pod(s) cannot be scheduled, {} before the operation",

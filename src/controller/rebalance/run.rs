@@ -326,9 +326,9 @@ fn degraded(shared: &Shared, rb: &Rebalance) -> Option<String> {
         .filter(|s| matches!(s.phase, StepPhase::Removing | StepPhase::Done))
         .map(|s| s.old_node.clone())
         .collect();
-    let nodes: Vec<Node> = shared.stores.nodes.state().iter().map(|n| (**n).clone()).collect();
-    let pods: Vec<PodInfo> = shared.stores.pods.state().iter().filter_map(|p| PodInfo::from_k8s(p).ok()).collect();
-    health::degraded(baseline, &shared.ctx.config.rebalancer.cluster_health, &nodes, &pods, &gone)
+    let unschedulable = health::unschedulable_pods(&shared.stores.pods.state());
+    let thresholds = &shared.ctx.config.rebalancer.cluster_health;
+    health::degraded(baseline, thresholds, &shared.stores.nodes.state(), unschedulable, &gone)
 }
 
 /// A fault: roll back, or with `rollbackOnFailure: false` stop where things are and say so.
