@@ -220,6 +220,38 @@ impl Error {
     }
 }
 
+/// Writes `status` by server-side apply under our field manager, conditional on the resourceVersion of
+/// `obj`: a newer version means the decision was taken from an old copy, and [`Error::Conflict`] has it
+/// taken again. `what` names the write in errors.
+pub(crate) async fn apply_status<K>(
+    client: &Client,
+    obj: &K,
+    status: &impl serde::Serialize,
+    what: &'static str,
+) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    use kube::{
+        ResourceExt as _,
+        api::{Patch, PatchParams},
+    };
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let name = obj.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": name, "resourceVersion": obj.meta().resource_version },
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(crate::crd::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::write(what, source))
+}
+
 /// A conflict means a newer version exists and its watch event is on its way; look again shortly.
 const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 

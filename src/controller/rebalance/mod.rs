@@ -26,7 +26,7 @@ use kube::{
 use serde_json::json;
 
 use super::{Context, Error, FOLLOWER_RECHECK, autoscale::Stores};
-use crate::crd::{FIELD_MANAGER, Rebalance, RebalancePhase, RebalanceStatus};
+use crate::crd::{Rebalance, RebalancePhase, RebalanceStatus};
 
 /// Finalizer that keeps a running operation's record until it has ended (rolled back, if deleted).
 pub const FINALIZER: &str = "autoscaler.vpsie.com/rebalance";
@@ -84,16 +84,7 @@ fn phase(rb: &Rebalance) -> RebalancePhase {
 /// Writes the whole status by server-side apply, conditional on the resourceVersion of `rb`: a newer
 /// version means the decision was taken from an old copy, and [`Error::Conflict`] has it taken again.
 async fn write_status(ctx: &Context, rb: &Rebalance, status: &RebalanceStatus) -> Result<Rebalance, Error> {
-    let api: Api<Rebalance> = Api::namespaced(ctx.client.clone(), &rb.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1",
-        "kind": "Rebalance",
-        "metadata": { "name": rb.name_any(), "resourceVersion": rb.metadata.resource_version },
-        "status": status,
-    });
-    api.patch_status(&rb.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::write("Rebalance status", source))
+    super::apply_status(&ctx.client, rb, status, "Rebalance status").await
 }
 
 /// Adds the finalizer (conditional on the version read) before the first mutation of the cluster.

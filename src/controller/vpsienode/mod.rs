@@ -27,7 +27,7 @@ use kube::{
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::crd::{DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
+use crate::crd::{DRAIN_REQUEST_ANNOTATION, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
 
 /// Deleting a VPSieNode waits for this finalizer: it drains the node and deletes the VM first.
 pub const FINALIZER: &str = "autoscaler.vpsie.com/vm-cleanup";
@@ -102,16 +102,7 @@ fn elapsed_since(t: Option<&Time>) -> Duration {
 /// so a decision taken from a stale copy fails with a conflict (and the reconcile starts over from a
 /// fresh read) instead of erasing what a later write recorded. Callers go on from the returned object.
 async fn write_status(ctx: &Context, vn: &VPSieNode, status: &VPSieNodeStatus) -> Result<VPSieNode, Error> {
-    let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &vn.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1",
-        "kind": "VPSieNode",
-        "metadata": { "name": vn.name_any(), "resourceVersion": vn.metadata.resource_version },
-        "status": status,
-    });
-    api.patch_status(&vn.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::write("VPSieNode status", source))
+    super::apply_status(&ctx.client, vn, status, "VPSieNode status").await
 }
 
 /// Moves to `phase` with a reason, stamping the transition time, and records a Kubernetes Event.
