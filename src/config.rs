@@ -28,6 +28,48 @@ pub struct Config {
     pub rebalancer: RebalancerDefaults,
     #[serde(default)]
     pub node_lifecycle: NodeLifecycle,
+    #[serde(default)]
+    pub autoscaling: Autoscaling,
+}
+
+/// When the autoscale loop plans. It plans as soon as something asks for it (a pod the scheduler gave
+/// up on, a VPSieNode changing phase), gathering a burst into one pass, and at least every
+/// `passInterval` as a safety net (scale-down timers, anything no watch signals).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// A pass starts once no new signal came for this long...
+    #[serde(default = "secs::<1>")]
+    pub batch_idle_duration: KubeDuration,
+    /// ...or once the first signal of a batch has waited this long.
+    #[serde(default = "secs::<10>")]
+    pub batch_max_duration: KubeDuration,
+    #[serde(default = "secs::<10>")]
+    pub pass_interval: KubeDuration,
+}
+
+impl Default for Autoscaling {
+    fn default() -> Self {
+        Self {
+            batch_idle_duration: secs::<1>(),
+            batch_max_duration: secs::<10>(),
+            pass_interval: secs::<10>(),
+        }
+    }
+}
+
+impl Autoscaling {
+    /// The batching window; the config was validated at load, so the durations parse.
+    pub fn batching(&self) -> crate::controller::wake::Batching {
+        crate::controller::wake::Batching {
+            idle: self.batch_idle_duration.to_duration().unwrap_or(Duration::from_secs(1)),
+            max_wait: self.batch_max_duration.to_duration().unwrap_or(Duration::from_secs(10)),
+        }
+    }
+
+    pub fn pass_interval(&self) -> Duration {
+        self.pass_interval.to_duration().unwrap_or(Duration::from_secs(10))
+    }
 }
 
 /// Controller-wide rebalancer defaults (the runbook's "Safe Defaults").
@@ -110,6 +152,7 @@ fn yes() -> bool {
 fn secs<const N: u64>() -> KubeDuration {
     KubeDuration::from_secs(N)
 }
+
 
 impl Default for RebalancerDefaults {
     fn default() -> Self {
@@ -244,6 +287,17 @@ impl Config {
         bounded("nodeLifecycle.provisioningTimeout", &l.provisioning_timeout, s(10), s(6 * 3600))?;
         bounded("nodeLifecycle.joiningTimeout", &l.joining_timeout, s(10), s(6 * 3600))?;
         bounded("nodeLifecycle.drainTimeout", &l.drain_timeout, s(1), s(24 * 3600))?;
+        let a = &self.autoscaling;
+        let ms = Duration::from_millis;
+        bounded("autoscaling.batchIdleDuration", &a.batch_idle_duration, ms(0), s(60))?;
+        bounded("autoscaling.batchMaxDuration", &a.batch_max_duration, ms(0), s(600))?;
+        bounded("autoscaling.passInterval", &a.pass_interval, ms(100), s(600))?;
+        if a.batch_idle_duration.to_duration().ok() > a.batch_max_duration.to_duration().ok() {
+            return Err(invalid(
+                "autoscaling.batchIdleDuration",
+                format!("must not exceed autoscaling.batchMaxDuration ({})", a.batch_max_duration),
+            ));
+        }
         Ok(())
     }
 }
@@ -309,6 +363,23 @@ rebalancer:
         assert!(err.contains("rebalancer.healthCheckInterval"), "{err}");
         let err = rejected("nodeLifecycle:\n  provisioningTimeout: 1s\n");
         assert!(err.contains("nodeLifecycle.provisioningTimeout"), "{err}");
+    }
+
+    #[test]
+    fn the_planning_batch_window_defaults_to_karpenters_and_refuses_an_idle_gap_longer_than_the_maximum() {
+        let defaults = Config::parse("", "c").unwrap().autoscaling;
+        assert_eq!(
+            defaults.batching(),
+            crate::controller::wake::Batching { idle: Duration::from_secs(1), max_wait: Duration::from_secs(10) }
+        );
+        assert_eq!(defaults.pass_interval(), Duration::from_secs(10));
+        let tuned = Config::parse("autoscaling:\n  batchIdleDuration: 250ms\n  passInterval: 3s\n", "c").unwrap();
+        assert_eq!(tuned.autoscaling.batching().idle, Duration::from_millis(250));
+        assert_eq!(tuned.autoscaling.pass_interval(), Duration::from_secs(3));
+        let err = rejected("autoscaling:\n  batchIdleDuration: 20s\n  batchMaxDuration: 5s\n");
+        assert!(err.contains("autoscaling.batchIdleDuration") && err.contains("batchMaxDuration (5s)"), "{err}");
+        let err = rejected("autoscaling:\n  passInterval: 10ms\n");
+        assert!(err.contains("autoscaling.passInterval"), "{err}");
     }
 
     #[test]

@@ -190,6 +190,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    pub trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -220,6 +225,8 @@ pub struct LifecycleMetrics {
     /// Node group sizes, by the NodeGroup's namespace and name, which operators choose and keep few.
     pub group_size: Family<GroupLabel, Gauge>,
     pub pending_unschedulable_pods: Gauge,
+    /// Planning passes, by what started them: a watch event (after batching) or the periodic safety net.
+    pub passes: Family<TriggerLabel, Counter>,
     /// Seconds from a pod becoming unschedulable to the add call made for it.
     pub scale_up_latency: Histogram,
 }
@@ -237,6 +244,7 @@ impl LifecycleMetrics {
             vpsienodes: Family::default(),
             group_size: Family::default(),
             pending_unschedulable_pods: Gauge::default(),
+            passes: Family::default(),
             scale_up_latency: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
         };
         registry.register("vpsie_autoscaler_worker_adds", "Add-worker calls made to VPSie", m.add_calls.clone());
@@ -271,6 +279,11 @@ impl LifecycleMetrics {
             "vpsie_autoscaler_nodegroup_size",
             "Non-terminating VPSieNodes per NodeGroup",
             m.group_size.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_planning_passes",
+            "Planning passes of the autoscale loop, by trigger (event or periodic)",
+            m.passes.clone(),
         );
         registry.register(
             "vpsie_autoscaler_pending_unschedulable_pods",

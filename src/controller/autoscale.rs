@@ -36,7 +36,7 @@ use crate::{
         conditions::{condition, set_condition},
         nodegroup::ScaleEvent,
     },
-    metrics::{GroupLabel, PhaseLabel, ResultLabel},
+    metrics::{GroupLabel, PhaseLabel, ResultLabel, TriggerLabel},
     scale::{
         down::{Blocked, ScaleDownPlan, UnneededSince, plan_scale_down},
         up::{ScaleUpPlan, plan_scale_up},
@@ -44,8 +44,6 @@ use crate::{
     snapshot::{DrainBackoff, GroupInfo, OfferingInfo, Snapshot},
 };
 
-/// How often the loop looks at the cluster.
-const PASS_INTERVAL: Duration = Duration::from_secs(3);
 /// After a VPSieNode of a group failed, the group adds nothing for this long (no retry storms on quota).
 const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -53,7 +51,7 @@ const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Stores {
     pub nodes: Store<Node>,
-    pub pods: Store<Pod>,
+    pub pods: Store<super::podcache::WatchedPod>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub groups: Store<NodeGroup>,
     pub vpsienodes: Store<VPSieNode>,
@@ -64,19 +62,26 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
     let mut unneeded = UnneededSince::new();
     let mut sweep = super::orphans::Sweep::default();
     let mut last_sweep = std::time::Instant::now();
-    let mut tick = tokio::time::interval(PASS_INTERVAL);
+    let settings = &ctx.config.autoscaling;
+    let mut tick = tokio::time::interval(settings.pass_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let trigger = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => "periodic",
+            _ = ctx.wake.batch(settings.batching()) => {
+                // The safety net counts from the last pass, whatever started it.
+                tick.reset();
+                "event"
+            }
+        };
         if !ctx.is_leader() {
             // A new leader starts its unneeded timers afresh: removing later is the safe side.
             unneeded.clear();
             ctx.expectations.clear();
             continue;
         }
+        ctx.metrics.lifecycle.passes.get_or_create(&TriggerLabel { trigger }).inc();
         if let Err(e) = pass(&ctx, &stores, &mut unneeded).await {
             super::record_error(&ctx, "autoscale", &e);
         }
@@ -253,9 +258,9 @@ pub(crate) fn watched_snapshot(stores: &Stores, groups: Vec<GroupInfo>, vpsienod
     let nodes = stores.nodes.state();
     let pods = stores.pods.state();
     let pdbs = stores.pdbs.state();
-    let mut snapshot = Snapshot::from_k8s(
+    let mut snapshot = Snapshot::from_records(
         nodes.iter().map(|n| n.as_ref()),
-        pods.iter().map(|p| p.as_ref()),
+        pods.iter().map(|p| p.0.clone()),
         pdbs.iter().map(|p| p.as_ref()),
         groups,
     );

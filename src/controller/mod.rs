@@ -7,9 +7,11 @@
 pub mod autoscale;
 pub mod expectations;
 pub mod orphans;
+pub mod podcache;
 pub mod rebalance;
 pub mod rebalancer;
 pub mod vpsienode;
+pub mod wake;
 
 use std::{
     collections::HashMap,
@@ -19,7 +21,7 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{Node, Pod},
+    core::v1::Node,
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -52,6 +54,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// VPSieNodes this replica created that its watch has not shown yet.
     pub expectations: expectations::Expectations,
+    /// Wakes the autoscale loop when something needs planning before the next periodic pass.
+    pub wake: Arc<wake::Wake>,
     offerings: tokio::sync::Mutex<HashMap<String, (Instant, Vec<Offering>)>>,
     add_locks: AddLocks,
 }
@@ -96,6 +100,7 @@ impl Context {
             leader,
             shutdown,
             expectations: Default::default(),
+            wake: Default::default(),
             offerings: Default::default(),
             add_locks: Default::default(),
         }
@@ -269,6 +274,8 @@ where
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
     tracing::debug!(controller, object = %ObjectRef::from_obj(obj.as_ref()), "observed");
+    // A NodeGroup created or changed (minNodes raised, an offering added) is planned for at once.
+    ctx.wake.group_changed();
     ctx.metrics
         .controller
         .duration
@@ -354,7 +361,7 @@ async fn synced<K>(
     store: &kube::runtime::reflector::Store<K>,
 ) -> Result<(), kube::runtime::reflector::store::WriterDropped>
 where
-    K: Resource + Clone + 'static,
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     loop {
@@ -365,17 +372,20 @@ where
     }
 }
 
-/// A reflector of every object of kind `K`, and the future that keeps it fed (errors are logged and the
-/// watch backs off and resumes).
+/// A reflector of every object of kind `K`, each stripped of what no decision reads before it is
+/// cached, and the future that keeps it fed (errors are logged and the watch backs off and resumes).
 fn reflect<K>(
     client: &Client,
     what: &'static str,
+    strip: fn(&mut K),
 ) -> (kube::runtime::reflector::Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic()).default_backoff();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip);
     let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = what, "watch error");
@@ -384,15 +394,29 @@ where
     (store, fed)
 }
 
+/// What the snapshot and the health checks read of a Node is its name, labels, taints, allocatable,
+/// conditions, `unschedulable` and timestamps; the image list (often the largest part of a Node), the
+/// managed fields and the annotations are dropped from the cache.
+fn strip_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+    }
+}
+
 /// Runs every controller until `shutdown`; marks `readiness` once all their watches have synced.
 pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let nodegroups = Controller::new(Api::<NodeGroup>::all(client.clone()), watcher::Config::default().any_semantic());
     let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
     let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
-    let (node_store, node_watch) = reflect::<Node>(&client, "node");
-    let (pod_store, pod_watch) = reflect::<Pod>(&client, "pod");
-    let (pdb_store, pdb_watch) = reflect::<PodDisruptionBudget>(&client, "poddisruptionbudget");
+    let (node_store, node_watch) = reflect::<Node>(&client, "node", strip_node);
+    let (pod_store, pod_watch) = podcache::watch(&client, ctx.wake.clone());
+    let (pdb_store, pdb_watch) =
+        reflect::<PodDisruptionBudget>(&client, "poddisruptionbudget", |p| p.metadata.managed_fields = None);
 
     let stores = autoscale::Stores {
         nodes: node_store,

@@ -4,7 +4,7 @@
 //! quantity it would refuse, an operator it does not know); they name the field so that whoever reads
 //! the skip note can find it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -323,11 +323,38 @@ impl PdbInfo {
     }
 }
 
+/// A pod as the snapshot keeps it: its plain data, or the note of why it could not be read.
+pub type PodRecord = Result<Arc<PodInfo>, Skipped>;
+
+/// Converts one pod for the snapshot.
+pub fn pod_record(pod: &Pod) -> PodRecord {
+    PodInfo::from_k8s(pod).map(Arc::new).map_err(|err| Skipped {
+        kind: "Pod",
+        name: format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        reason: err.to_string(),
+    })
+}
+
 impl Snapshot {
     /// Builds a snapshot from API objects, skipping (and recording) the ones that cannot be read.
     pub fn from_k8s<'a>(
         nodes: impl IntoIterator<Item = &'a Node>,
         pods: impl IntoIterator<Item = &'a Pod>,
+        pdbs: impl IntoIterator<Item = &'a PodDisruptionBudget>,
+        groups: Vec<GroupInfo>,
+    ) -> Self {
+        Self::from_records(nodes, pods.into_iter().map(pod_record), pdbs, groups)
+    }
+
+    /// Builds a snapshot from pods converted beforehand (the watch cache converts each once per change).
+    pub fn from_records<'a>(
+        nodes: impl IntoIterator<Item = &'a Node>,
+        pods: impl IntoIterator<Item = PodRecord>,
         pdbs: impl IntoIterator<Item = &'a PodDisruptionBudget>,
         groups: Vec<GroupInfo>,
     ) -> Self {
@@ -344,18 +371,9 @@ impl Snapshot {
             }
         }
         for pod in pods {
-            match PodInfo::from_k8s(pod) {
+            match pod {
                 Ok(info) => snapshot.pods.push(info),
-                Err(err) => snapshot.skipped.push(Skipped {
-                    kind: "Pod",
-                    name: format!(
-                        "{}/{}",
-                        pod.metadata.namespace.as_deref().unwrap_or_default(),
-                        pod.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                    node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-                    reason: err.to_string(),
-                }),
+                Err(skipped) => snapshot.skipped.push(skipped),
             }
         }
         for pdb in pdbs {

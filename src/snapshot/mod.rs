@@ -13,11 +13,11 @@ pub mod offerings;
 pub mod quantity;
 pub mod wellknown;
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 
-pub use convert::ConvertError;
+pub use convert::{ConvertError, PodRecord, pod_record};
 pub use group::GroupError;
 pub use quantity::{QuantityError, parse_millis, parse_units};
 pub use wellknown::well_known_labels;
@@ -359,7 +359,8 @@ pub struct Skipped {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
-    pub pods: Vec<PodInfo>,
+    /// Shared with the watch cache, which converts each pod once per change rather than once per pass.
+    pub pods: Vec<Arc<PodInfo>>,
     pub pdbs: Vec<PdbInfo>,
     pub groups: Vec<GroupInfo>,
     pub skipped: Vec<Skipped>,
@@ -411,7 +412,7 @@ impl Snapshot {
 
     /// The pods holding resources on `node`, in snapshot order.
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodInfo> + 'a {
-        self.index().pods_on.get(node).into_iter().flatten().map(|i| &self.pods[*i])
+        self.index().pods_on.get(node).into_iter().flatten().map(|i| &*self.pods[*i])
     }
 
     /// The index, built once. The snapshot must not change after the first look-up (passes build it whole,

@@ -17,7 +17,7 @@ use crate::{
     config::ClusterHealthThresholds,
     crd::rebalance::PreOperationState,
     scale::fit,
-    snapshot::{PdbInfo, PodInfo},
+    snapshot::PdbInfo,
 };
 
 /// `Kind/namespace/name` of the controller owning `pod`, if any.
@@ -98,18 +98,8 @@ pub async fn workloads(shared: &Shared, owners: &[String]) -> Result<Vec<String>
     Ok(problems)
 }
 
-/// Pods the scheduler gave up on, from the watch cache. Only an unbound pod can be one, so the bound ones
-/// (nearly all of them) are never converted: this runs every second of a running operation.
-pub fn unschedulable_pods(pods: &[Arc<Pod>]) -> usize {
-    pods.iter()
-        .filter(|p| p.spec.as_ref().is_none_or(|s| s.node_name.as_deref().is_none_or(str::is_empty)))
-        .filter_map(|p| PodInfo::from_k8s(p).ok())
-        .filter(|p| p.is_pending_unschedulable())
-        .count()
-}
-
 /// How the cluster is below the baseline, if it is. `gone` are baseline nodes this operation removed on
-/// purpose (their absence is not a fault); `unschedulable` is [`unschedulable_pods`] now.
+/// purpose (their absence is not a fault); `unschedulable` is the count of pods the scheduler gave up on now.
 pub fn degraded(
     baseline: &PreOperationState,
     thresholds: &ClusterHealthThresholds,
@@ -147,10 +137,10 @@ pub fn degraded(
 mod tests {
     use std::{collections::BTreeSet, sync::Arc};
 
-    use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::api::core::v1::Node;
     use serde_json::json;
 
-    use super::{degraded, unschedulable_pods};
+    use super::degraded;
     use crate::{config::ClusterHealthThresholds, crd::rebalance::PreOperationState};
 
     fn node(name: &str, ready: bool) -> Arc<Node> {
@@ -196,32 +186,5 @@ mod tests {
         assert!(why.contains("1 more pod(s) cannot be scheduled"), "{why}");
         let tolerant = ClusterHealthThresholds { max_new_unschedulable_pods: 1, ..t };
         assert_eq!(degraded(&b, &tolerant, &nodes, 2, &BTreeSet::new()), None);
-    }
-
-    fn pod(name: &str, node: Option<&str>, unschedulable: bool) -> Arc<Pod> {
-        let status = if unschedulable {
-            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]})
-        } else {
-            json!({"phase": "Running"})
-        };
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "pause"}]},
-                "status": status,
-            }))
-            .unwrap(),
-        )
-    }
-
-    #[test]
-    fn only_unbound_pods_the_scheduler_gave_up_on_are_counted_as_unschedulable() {
-        let pods = [
-            pod("gave-up", None, true),
-            pod("bound", Some("n0"), false),
-            pod("not-yet-tried", None, false),
-            pod("gave-up-too", None, true),
-        ];
-        assert_eq!(unschedulable_pods(&pods), 2);
     }
 }

@@ -139,7 +139,7 @@ async fn verify_and_finish(shared: &Shared, rb: &Rebalance, mut status: Rebalanc
             problems.push(format!("node {} is {} but was {}", step.old_node, word(unschedulable), word(was)));
         }
     }
-    let pending = super::health::unschedulable_pods(&shared.stores.pods.state()) as i32;
+    let pending = crate::controller::podcache::unschedulable_pods(&shared.stores.pods.state()) as i32;
     if pending > baseline.unschedulable_pods {
         problems.push(format!(
             "{pending} pod(s) cannot be scheduled, {} before the operation",

@@ -5,10 +5,10 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
-    Resource, ResourceExt,
-    api::{DeleteParams, PostParams},
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
     runtime::{controller::Action, events::EventType},
 };
 
@@ -224,10 +224,11 @@ async fn work(
         drain.iter().copied().filter(|i| status.steps[*i].phase == StepPhase::Cordoned).collect();
     if !starting.is_empty() {
         for &i in &starting {
+            let owners = owners_on(shared, &status.steps[i].old_node).await?;
             let step = &mut status.steps[i];
             step.phase = StepPhase::Draining;
             step.started_at = Some(now());
-            step.moved_owners = owners_on(shared, &step.old_node);
+            step.moved_owners = owners;
         }
         rb = write_status(ctx, &rb, &status).await?;
         crash_point("drain");
@@ -302,18 +303,19 @@ async fn work(
     Ok(Action::requeue(if waiting && drain.is_empty() { settings.health_check_interval } else { PROMPTLY }))
 }
 
-/// Owners of the pods a drain of `node` moves.
-fn owners_on(shared: &Shared, node: &str) -> Vec<String> {
-    let owners: BTreeSet<String> = shared
-        .stores
-        .pods
-        .state()
+/// Owners of the pods a drain of `node` moves, from a fresh list of the node's pods (the pod cache keeps
+/// only what planning needs, not owner names).
+async fn owners_on(shared: &Shared, node: &str) -> Result<Vec<String>, Error> {
+    let api: Api<Pod> = Api::all(shared.ctx.client.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let pods = api.list(&on_node).await.map_err(|source| Error::Read { kind: "Pod", source })?;
+    let owners: BTreeSet<String> = pods
+        .items
         .iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
         .filter(|p| PodInfo::from_k8s(p).is_ok_and(|i| i.must_move()))
-        .filter_map(|p| health::owner_of(p))
+        .filter_map(health::owner_of)
         .collect();
-    owners.into_iter().collect()
+    Ok(owners.into_iter().collect())
 }
 
 /// The cluster against the baseline, from the caches.
@@ -326,7 +328,7 @@ fn degraded(shared: &Shared, rb: &Rebalance) -> Option<String> {
         .filter(|s| matches!(s.phase, StepPhase::Removing | StepPhase::Done))
         .map(|s| s.old_node.clone())
         .collect();
-    let unschedulable = health::unschedulable_pods(&shared.stores.pods.state());
+    let unschedulable = crate::controller::podcache::unschedulable_pods(&shared.stores.pods.state());
     let thresholds = &shared.ctx.config.rebalancer.cluster_health;
     health::degraded(baseline, thresholds, &shared.stores.nodes.state(), unschedulable, &gone)
 }

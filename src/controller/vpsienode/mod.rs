@@ -127,6 +127,8 @@ async fn transition(
         let type_ = if phase == VPSieNodePhase::Failed { EventType::Warning } else { EventType::Normal };
         publish(ctx, vn, type_, reason, phase.as_str(), &message).await;
         tracing::info!(vpsienode = %vn.name_any(), phase = phase.as_str(), reason, %message, "phase transition");
+        // Capacity arrived, failed or left: the planner looks again now rather than at its next pass.
+        ctx.wake.vpsienode_phase_changed();
     }
     Ok(written)
 }

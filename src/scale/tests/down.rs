@@ -300,7 +300,7 @@ fn a_node_younger_than_the_minimum_age_stays() {
 fn one_node_per_group_goes_per_pass_and_the_least_used_goes_first() {
     let mut snap = pair(vec![pod("w", 900, 256)]);
     snap.nodes.push(node("c", Some("g"), 4, 8));
-    snap.pods.push(on(pod("tiny", 100, 64), "c"));
+    snap.pods.push(on(pod("tiny", 100, 64), "c").into());
     snap.groups[0].current_nodes = 3;
     let plan = decide(&snap);
     assert_eq!(removed(&plan), ["c"]);

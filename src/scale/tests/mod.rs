@@ -135,7 +135,7 @@ pub fn group(name: &str, min: u32, max: u32, offerings: Vec<OfferingInfo>) -> Gr
 }
 
 pub fn snapshot(nodes: Vec<NodeInfo>, pods: Vec<PodInfo>, groups: Vec<GroupInfo>) -> Snapshot {
-    Snapshot { nodes, pods, groups, ..Default::default() }
+    Snapshot { nodes, pods: pods.into_iter().map(std::sync::Arc::new).collect(), groups, ..Default::default() }
 }
 
 pub fn pdb(name: &str, app: &str, disruptions_allowed: i32) -> PdbInfo {

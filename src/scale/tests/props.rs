@@ -140,7 +140,7 @@ fn build(groups: &[GroupSeed], extra_nodes: usize, pods: &[PodSeed]) -> Snapshot
         if seed.bare {
             p.controller_kind = None;
         }
-        snap.pods.push(p);
+        snap.pods.push(p.into());
     }
     snap
 }

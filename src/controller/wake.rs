@@ -1,0 +1,128 @@
+//! What wakes the autoscale loop between its periodic passes: a pod the scheduler gave up on, a
+//! VPSieNode changing phase, a NodeGroup created or changed. Signals are batched, as Karpenter batches pod events: the pass starts once
+//! no new signal arrived for an idle gap, or once the first signal has waited the maximum, so a burst of
+//! a hundred pending pods is planned in one pass and a lone pod waits only the idle gap.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+/// The signal shared by the watches (which raise it) and the autoscale loop (which waits on it).
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: Notify,
+    /// Signals raised since the loop last took them.
+    pending: AtomicU64,
+}
+
+/// How long the loop gathers signals before it plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// The pass starts once no signal came for this long...
+    pub idle: Duration,
+    /// ...or once the first signal of the batch has waited this long.
+    pub max_wait: Duration,
+}
+
+impl Wake {
+    pub fn pod_unschedulable(&self) {
+        self.raise();
+    }
+
+    pub fn vpsienode_phase_changed(&self) {
+        self.raise();
+    }
+
+    pub fn group_changed(&self) {
+        self.raise();
+    }
+
+    fn raise(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        // Stores a permit when the loop is busy planning, so a signal raised during a pass is not lost.
+        self.notify.notify_one();
+    }
+
+    /// Signals raised and not yet taken by [`Wake::batch`].
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a signal, then for the batch to close; returns how many signals it holds.
+    /// Cancel-safe: signals not taken stay pending and wake the next call.
+    pub async fn batch(&self, batching: Batching) -> u64 {
+        self.notify.notified().await;
+        let deadline = Instant::now() + batching.max_wait;
+        loop {
+            let quiet_until = (Instant::now() + batching.idle).min(deadline);
+            tokio::select! {
+                _ = tokio::time::sleep_until(quiet_until) => break,
+                _ = self.notify.notified() => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+        }
+        self.pending.swap(0, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use tokio::time::Instant;
+
+    use super::{Batching, Wake};
+
+    const BATCHING: Batching = Batching { idle: Duration::from_secs(1), max_wait: Duration::from_secs(10) };
+
+    /// Raises a signal at each offset (seconds after the start), on the paused test clock.
+    fn raise_at(wake: &Arc<Wake>, offsets: &[f64]) {
+        let wake = wake.clone();
+        let offsets = offsets.to_vec();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            for at in offsets {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(at)).await;
+                wake.pod_unschedulable();
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_planned_once_the_signals_pause_for_the_idle_gap() {
+        let wake = Arc::new(Wake::default());
+        let start = Instant::now();
+        raise_at(&wake, &[0.0, 0.3, 0.6, 0.9, 4.0]);
+        assert_eq!(wake.batch(BATCHING).await, 4);
+        assert_eq!(start.elapsed(), Duration::from_millis(1900), "closes 1 s after the last signal of the burst");
+        assert_eq!(wake.batch(BATCHING).await, 1, "the later signal opens a batch of its own");
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_signals_is_planned_after_the_maximum_wait() {
+        let wake = Arc::new(Wake::default());
+        let start = Instant::now();
+        let every_300_ms: Vec<f64> = (0..60).map(|i| f64::from(i) * 0.3).collect();
+        raise_at(&wake, &every_300_ms);
+        let first = wake.batch(BATCHING).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(first, 34, "the signals at 0 s, 0.3 s, ... 9.9 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_raised_while_no_one_waits_is_kept_for_the_next_batch() {
+        let wake = Wake::default();
+        wake.vpsienode_phase_changed();
+        let start = Instant::now();
+        assert_eq!(wake.batch(BATCHING).await, 1);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(wake.pending(), 0);
+    }
+}
