@@ -204,8 +204,7 @@ fn pass(c: &Cluster, records: &[PodRecord], t: &mut Timings) {
     let (converted, dc) = timed(|| c.pods.iter().map(pod_record).collect::<Vec<_>>());
     black_box(&converted);
     t.convert.push(dc);
-    let (snapshot, ds) =
-        timed(|| Snapshot::from_records(&c.nodes, records.iter().cloned(), &c.pdbs, c.groups.clone()));
+    let (snapshot, ds) = timed(|| Snapshot::from_records(&c.nodes, records.iter().cloned(), &c.pdbs, c.groups.clone()));
     let (up, du) = timed(|| plan_scale_up(&snapshot, now));
     let (down, dd) = timed(|| plan_scale_down(&snapshot, now, &Default::default()));
     let (analysis, da) =

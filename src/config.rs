@@ -50,11 +50,7 @@ pub struct Autoscaling {
 
 impl Default for Autoscaling {
     fn default() -> Self {
-        Self {
-            batch_idle_duration: secs::<1>(),
-            batch_max_duration: secs::<10>(),
-            pass_interval: secs::<10>(),
-        }
+        Self { batch_idle_duration: secs::<1>(), batch_max_duration: secs::<10>(), pass_interval: secs::<10>() }
     }
 }
 
@@ -152,7 +148,6 @@ fn yes() -> bool {
 fn secs<const N: u64>() -> KubeDuration {
     KubeDuration::from_secs(N)
 }
-
 
 impl Default for RebalancerDefaults {
     fn default() -> Self {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod drain;
+pub mod kube_requests;
 pub mod lease;
 pub mod metrics;
 pub mod rebalance;

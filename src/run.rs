@@ -13,6 +13,7 @@ use crate::{
     cli::RunArgs,
     config::Config,
     controller::{self, Context},
+    kube_requests::KubeRequests,
     lease::{LeaderElector, LeaseConfig},
     metrics::Metrics,
     server::{self, Readiness, ServerState},
@@ -20,6 +21,19 @@ use crate::{
 
 /// Builds a client from a kubeconfig file, or from the in-cluster/default configuration.
 pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    Ok(Client::try_from(kube_config(kubeconfig).await?)?)
+}
+
+/// A client whose every request is counted in `requests`.
+pub async fn counted_kube_client(kubeconfig: Option<&Path>, requests: KubeRequests) -> anyhow::Result<Client> {
+    let counting = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        requests.count(req.method(), req.uri());
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(kube_config(kubeconfig).await?)?.with_layer(&counting).build())
+}
+
+async fn kube_config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
     let mut config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -29,7 +43,7 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
         None => kube::Config::infer().await?,
     };
     without_transparent_retries(&mut config);
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
 /// kube's default client retries 429 up to 15 times with backoff. An eviction refused by a PDB answers
@@ -62,7 +76,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = match &args.identity {
         Some(id) => id.clone(),
         None => hostname()?,
@@ -70,6 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let client = counted_kube_client(args.kubeconfig.as_deref(), KubeRequests::register(&mut registry)).await?;
     let cloud = crate::cloud_setup::provider(&client, &args, &mut registry).await?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();

@@ -20,10 +20,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    core::v1::Node,
-    policy::v1::PodDisruptionBudget,
-};
+use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{
     Api, Client, Resource,
     runtime::{Controller, WatchStreamExt, controller::Action, events::Recorder, reflector::ObjectRef, watcher},

@@ -143,10 +143,14 @@ mod tests {
         let good = WatchedPod::from_pod(&pod("web-1", Some("n1"), false));
         assert_eq!((good.namespace().as_deref(), good.name().as_deref()), (Some("shop"), Some("web-1")));
         let mut bad = pod("web-2", Some("n1"), false);
-        bad.spec.as_mut().unwrap().containers[0].resources.as_mut().unwrap().requests.as_mut().unwrap().insert(
-            "cpu".into(),
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()),
-        );
+        bad.spec.as_mut().unwrap().containers[0]
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap()
+            .insert("cpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()));
         let bad = WatchedPod::from_pod(&bad);
         assert!(bad.0.is_err(), "{bad:?}");
         assert_eq!((bad.namespace().as_deref(), bad.name().as_deref()), (Some("shop"), Some("web-2")));
@@ -164,15 +168,11 @@ mod tests {
 
     #[test]
     fn only_unbound_pods_the_scheduler_gave_up_on_are_counted_as_unschedulable() {
-        let pods: Vec<Arc<WatchedPod>> = [
-            pod("a", None, true),
-            pod("b", None, true),
-            pod("bound", Some("n1"), false),
-            pod("new", None, false),
-        ]
-        .iter()
-        .map(|p| Arc::new(WatchedPod::from_pod(p)))
-        .collect();
+        let pods: Vec<Arc<WatchedPod>> =
+            [pod("a", None, true), pod("b", None, true), pod("bound", Some("n1"), false), pod("new", None, false)]
+                .iter()
+                .map(|p| Arc::new(WatchedPod::from_pod(p)))
+                .collect();
         assert_eq!(unschedulable_pods(&pods), 2);
     }
 }

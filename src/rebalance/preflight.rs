@@ -120,7 +120,8 @@ pub fn preflight(
     for n in of_group.iter().filter(|n| !n.ready) {
         problems.push(format!("node {} of the group is not Ready", n.name));
     }
-    let unschedulable: Vec<&PodInfo> = snapshot.pods.iter().map(|p| &**p).filter(|p| p.is_pending_unschedulable()).collect();
+    let unschedulable: Vec<&PodInfo> =
+        snapshot.pods.iter().map(|p| &**p).filter(|p| p.is_pending_unschedulable()).collect();
     if let Some(p) = unschedulable.first() {
         problems.push(format!(
             "{} pod(s) cannot be scheduled (first: {}); the cluster must be settled before nodes are replaced",

@@ -370,23 +370,25 @@ fn try_remove(
             .cmp(&(a.requests.cpu_millis, a.requests.memory_bytes))
             .then_with(|| a.name.cmp(&b.name))
     });
-    let mut targets = room.targets.clone();
-    targets.remove(&node.name);
+    // Only the targets that receive a pod are copied (into `touched`): copying all of them for every
+    // candidate made scale-down quadratic in the cluster size.
+    let mut touched: BTreeMap<String, Target> = BTreeMap::new();
     let mut moves = Vec::new();
     for pod in moving {
-        let place = targets.iter_mut().find(|(name, t)| !room.removed.contains(*name) && fit::check(pod, t).is_ok());
+        let view = current(&room.targets, &touched, &room.removed, &node.name);
+        let place = view.into_iter().find(|(_, t)| fit::check(pod, t).is_ok()).map(|(name, _)| name.clone());
         match place {
-            Some((name, target)) => {
-                target.reserve(pod);
-                moves.push(PodMove { pod: ObjectRef::pod(pod), to: name.clone() });
+            Some(name) => {
+                touched.entry(name.clone()).or_insert_with(|| room.targets[&name].clone()).reserve(pod);
+                moves.push(PodMove { pod: ObjectRef::pod(pod), to: name });
             }
             None => {
-                let closest = closest(pod, &targets, &room.removed);
+                let closest = closest(pod, current(&room.targets, &touched, &room.removed, &node.name));
                 return Err(Blocked::NoRoomFor { pod: ObjectRef::pod(pod), closest });
             }
         }
     }
-    room.targets = targets;
+    room.targets.extend(touched);
     room.removed.insert(node.name.clone());
     room.receivers.extend(moves.iter().map(|m| m.to.clone()));
     for pdb in disrupted {
@@ -395,6 +397,20 @@ fn try_remove(
         }
     }
     Ok(moves)
+}
+
+/// The targets a pod of `leaving` may go to, in name order, with this simulation's reservations
+/// (`touched`) over the room committed so far.
+fn current<'a>(
+    targets: &'a BTreeMap<String, Target>,
+    touched: &'a BTreeMap<String, Target>,
+    removed: &'a BTreeSet<String>,
+    leaving: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Target)> + 'a {
+    targets
+        .iter()
+        .filter(move |(name, _)| name.as_str() != leaving && !removed.contains(*name))
+        .map(move |(name, t)| (name, touched.get(name).unwrap_or(t)))
 }
 
 /// PDBs in the pod's namespace whose selector selects it.
@@ -409,12 +425,9 @@ fn covering_pdbs<'a>(snapshot: &'a Snapshot, pod: &'a PodInfo) -> impl Iterator<
 
 /// The node that came nearest to taking the pod: one short only of room if any (the one with most cpu
 /// free), else the first by name. This is the hint an operator can act on.
-fn closest(pod: &PodInfo, targets: &BTreeMap<String, Target>, removed: &BTreeSet<String>) -> Option<Box<Closest>> {
-    let misfits: Vec<(&String, &Target, Misfit)> = targets
-        .iter()
-        .filter(|(name, _)| !removed.contains(*name))
-        .filter_map(|(name, t)| fit::check(pod, t).err().map(|m| (name, t, m)))
-        .collect();
+fn closest<'a>(pod: &PodInfo, targets: impl IntoIterator<Item = (&'a String, &'a Target)>) -> Option<Box<Closest>> {
+    let misfits: Vec<(&String, &Target, Misfit)> =
+        targets.into_iter().filter_map(|(name, t)| fit::check(pod, t).err().map(|m| (name, t, m))).collect();
     let short = misfits
         .iter()
         .filter(|(_, _, m)| m.is_resource_shortage())

@@ -268,7 +268,8 @@ fn largest_first(pods: &mut [&PodInfo]) {
 /// `now` only decides which nodes joined recently enough to still be unknown to the scheduler's verdict.
 pub fn plan_scale_up(snapshot: &Snapshot, now: Timestamp) -> ScaleUpPlan {
     let mut plan = ScaleUpPlan::default();
-    let mut pending: Vec<&PodInfo> = snapshot.pods.iter().map(|p| &**p).filter(|p| p.is_pending_unschedulable()).collect();
+    let mut pending: Vec<&PodInfo> =
+        snapshot.pods.iter().map(|p| &**p).filter(|p| p.is_pending_unschedulable()).collect();
     largest_first(&mut pending);
 
     let mut groups: Vec<&GroupInfo> = snapshot.groups.iter().collect();

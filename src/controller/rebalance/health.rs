@@ -13,12 +13,7 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt};
 
 use super::{Error, Shared};
-use crate::{
-    config::ClusterHealthThresholds,
-    crd::rebalance::PreOperationState,
-    scale::fit,
-    snapshot::PdbInfo,
-};
+use crate::{config::ClusterHealthThresholds, crd::rebalance::PreOperationState, scale::fit, snapshot::PdbInfo};
 
 /// `Kind/namespace/name` of the controller owning `pod`, if any.
 pub fn owner_of(pod: &Pod) -> Option<String> {

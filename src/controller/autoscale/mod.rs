@@ -12,37 +12,32 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::{
-        core::v1::{Node, Pod},
-        policy::v1::PodDisruptionBudget,
-    },
-    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+    api::{core::v1::Node, policy::v1::PodDisruptionBudget},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
     jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ObjectMeta, PostParams},
     runtime::{events::EventType, reflector::Store},
 };
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Error, vpsienode};
 use crate::{
     crd::{
-        DRAIN_REQUEST_ANNOTATION, FIELD_MANAGER, NODEGROUP_LABEL, NodeGroup, NodeGroupStatus, REBALANCE_LABEL,
-        VPSieNode, VPSieNodePhase, VPSieNodeSpec,
-        conditions::{condition, set_condition},
-        nodegroup::ScaleEvent,
+        DRAIN_REQUEST_ANNOTATION, NODEGROUP_LABEL, NodeGroup, REBALANCE_LABEL, VPSieNode, VPSieNodePhase, VPSieNodeSpec,
     },
-    metrics::{GroupLabel, PhaseLabel, ResultLabel, TriggerLabel},
+    metrics::{PhaseLabel, ResultLabel, TriggerLabel},
     scale::{
-        down::{Blocked, ScaleDownPlan, UnneededSince, plan_scale_down},
-        up::{ScaleUpPlan, plan_scale_up},
+        down::{UnneededSince, plan_scale_down},
+        up::plan_scale_up,
     },
     snapshot::{DrainBackoff, GroupInfo, OfferingInfo, Snapshot},
 };
+
+mod report;
 
 /// After a VPSieNode of a group failed, the group adds nothing for this long (no retry storms on quota).
 const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
@@ -60,6 +55,7 @@ pub struct Stores {
 
 pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken) {
     let mut unneeded = UnneededSince::new();
+    let mut announced = report::Announced::default();
     let mut sweep = super::orphans::Sweep::default();
     let mut last_sweep = std::time::Instant::now();
     let settings = &ctx.config.autoscaling;
@@ -82,7 +78,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
             continue;
         }
         ctx.metrics.lifecycle.passes.get_or_create(&TriggerLabel { trigger }).inc();
-        if let Err(e) = pass(&ctx, &stores, &mut unneeded).await {
+        if let Err(e) = pass(&ctx, &stores, &mut unneeded, &mut announced).await {
             super::record_error(&ctx, "autoscale", &e);
         }
         if last_sweep.elapsed() >= super::orphans::SWEEP_EVERY {
@@ -96,7 +92,12 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
     }
 }
 
-async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> Result<(), Error> {
+async fn pass(
+    ctx: &Context,
+    stores: &Stores,
+    unneeded: &mut UnneededSince,
+    announced: &mut report::Announced,
+) -> Result<(), Error> {
     // observe
     let groups: Vec<NodeGroup> = stores.groups.state().iter().map(|g| (**g).clone()).collect();
     let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
@@ -189,18 +190,9 @@ async fn pass(ctx: &Context, stores: &Stores, unneeded: &mut UnneededSince) -> R
     }
 
     // report
-    report_unschedulable(ctx, &up).await;
-    for blocked in down.blocked.iter().filter(|b| !matches!(b.reason, Blocked::NotUnneededLongEnough { .. })) {
-        // On the Node, where `kubectl describe node` shows it; the recorder folds repeats into one series.
-        let node = Node {
-            metadata: ObjectMeta { name: Some(blocked.node.clone()), ..ObjectMeta::default() },
-            ..Node::default()
-        };
-        let note = format!("scale-down of {} blocked: {}", blocked.node, blocked.reason);
-        ctx.publish(&node.object_ref(&()), EventType::Normal, "ScaleDownBlocked", blocked.reason.kind(), &note).await;
-    }
+    report::events(ctx, announced, &up, &down).await;
     for group in &groups {
-        write_group_status(
+        report::write_group_status(
             ctx,
             group,
             &vpsienodes,
@@ -377,141 +369,5 @@ pub(crate) fn new_vpsienode(
             datacenter: group.spec.datacenter.clone(),
         },
         status: None,
-    }
-}
-
-async fn report_unschedulable(ctx: &Context, up: &ScaleUpPlan) {
-    for miss in &up.unschedulable {
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(miss.pod.name.clone()),
-                namespace: Some(miss.pod.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            ..Pod::default()
-        };
-        let mut reference = pod.object_ref(&());
-        // Events need the uid only for display grouping; namespace/name suffice for kubectl describe.
-        reference.uid = None;
-        ctx.publish(&reference, EventType::Warning, "NoNodeGroupFits", "Autoscale", &miss.to_string()).await;
-    }
-}
-
-async fn write_group_status(
-    ctx: &Context,
-    group: &NodeGroup,
-    vpsienodes: &[VPSieNode],
-    up: &ScaleUpPlan,
-    down: &ScaleDownPlan,
-    added: Option<i32>,
-    trouble: Option<&String>,
-) -> Result<(), Error> {
-    let ours: Vec<&VPSieNode> = vpsienodes.iter().filter(|v| belongs_to(v, group)).collect();
-    let phase = |v: &VPSieNode| v.status.as_ref().map(|s| s.phase).unwrap_or_default();
-    let current = ours
-        .iter()
-        // A Terminating worker is drained and on its way out even before its deletion is recorded.
-        .filter(|v| {
-            v.metadata.deletion_timestamp.is_none()
-                && !matches!(phase(v), VPSieNodePhase::Failed | VPSieNodePhase::Terminating)
-        })
-        .count() as i32;
-    let ready = ours.iter().filter(|v| phase(v) == VPSieNodePhase::Ready).count() as i32;
-    let planned = up
-        .group(&group.namespace().unwrap_or_default(), &group.name_any())
-        .map(|g| g.nodes.len() as i32)
-        .unwrap_or_default();
-    let removing = down.remove.iter().filter(|r| r.group.name == group.name_any()).count() as i32;
-
-    let old = group.status.clone().unwrap_or_default();
-    let mut status = NodeGroupStatus {
-        observed_generation: group.metadata.generation,
-        current_nodes: current + added.unwrap_or_default(),
-        desired_nodes: (current + planned - removing).clamp(group.spec.min_nodes, group.spec.max_nodes),
-        ready_nodes: ready,
-        ..old.clone()
-    };
-    // The VPSie groups outlive their workers, so ids once learned are kept.
-    for v in &ours {
-        if let Some(id) = v.status.as_ref().and_then(|s| s.vpsie_group_id) {
-            status.vpsie_groups.insert(v.spec.offering.clone(), id);
-        }
-    }
-    let now = Timestamp::now();
-    if let Some(n) = added.filter(|n| *n > 0) {
-        let why = up.group(&group.namespace().unwrap_or_default(), &group.name_any()).map(|g| g.to_string());
-        status.last_scale_up = Some(ScaleEvent { time: Time(now), nodes: n, reason: why.unwrap_or_default() });
-    }
-    if removing > 0 {
-        status.last_scale_down = Some(ScaleEvent { time: Time(now), nodes: removing, reason: "unneeded nodes".into() });
-    }
-    let generation = group.metadata.generation;
-    let ready_ok = ready >= group.spec.min_nodes;
-    set_condition(
-        &mut status.conditions,
-        condition(
-            "Ready",
-            ready_ok,
-            if ready_ok { "MinNodesReady" } else { "BelowMinNodes" },
-            format!("{ready} of at least {} nodes Ready", group.spec.min_nodes),
-            generation,
-        ),
-        now,
-    );
-    let cloud_ok = trouble.is_none();
-    set_condition(
-        &mut status.conditions,
-        condition(
-            "CloudReachable",
-            cloud_ok,
-            if cloud_ok { "Ok" } else { "CloudError" },
-            trouble.cloned().unwrap_or_default(),
-            generation,
-        ),
-        now,
-    );
-    let blocked: Vec<String> = down
-        .blocked
-        .iter()
-        .filter(|b| b.group.name == group.name_any() && b.group.namespace == group.namespace().unwrap_or_default())
-        .map(|b| format!("{}: {}", b.node, b.reason))
-        .collect();
-    set_condition(
-        &mut status.conditions,
-        condition(
-            "ScaleDownBlocked",
-            !blocked.is_empty(),
-            if blocked.is_empty() { "NoneBlocked" } else { "Blocked" },
-            blocked.join("; "),
-            generation,
-        ),
-        now,
-    );
-    ctx.metrics
-        .lifecycle
-        .group_size
-        .get_or_create(&GroupLabel { namespace: group.namespace().unwrap_or_default(), nodegroup: group.name_any() })
-        .set(i64::from(status.current_nodes));
-    if status == old {
-        return Ok(());
-    }
-    let api: Api<NodeGroup> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
-    // Computed from the cached copy, so written only over that exact version: if the group moved on, the
-    // next pass computes again from the newer copy instead of overwriting it.
-    let patch = json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1",
-        "kind": "NodeGroup",
-        "metadata": {"name": group.name_any(), "resourceVersion": group.metadata.resource_version},
-        "status": status,
-    });
-    match api.patch_status(&group.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-        Ok(_) => Ok(()),
-        Err(source) => match Error::write("NodeGroup status", source) {
-            Error::Conflict { .. } => {
-                tracing::debug!(group = %key(group), "NodeGroup changed since it was cached; status written next pass");
-                Ok(())
-            }
-            other => Err(other),
-        },
     }
 }
