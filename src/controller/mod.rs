@@ -261,24 +261,30 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 /// changed hands.
 pub(crate) const FOLLOWER_RECHECK: Duration = Duration::from_secs(5);
 
-/// The reconcile of a controller that does not act yet: it observes and reports that it saw the object.
-async fn observe<K>(obj: Arc<K>, ctx: Arc<Context>, controller: &'static str) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = ()>,
-{
+/// The NodeGroup reconcile: the autoscale loop sizes every group from one view, so this only wakes it
+/// when a group's spec is new to it.
+async fn observe(group: Arc<NodeGroup>, ctx: Arc<Context>, controller: &'static str) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     if !ctx.is_leader() {
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
-    tracing::debug!(controller, object = %ObjectRef::from_obj(obj.as_ref()), "observed");
-    // A NodeGroup created or changed (minNodes raised, an offering added) is planned for at once.
-    ctx.wake.group_changed();
+    tracing::debug!(controller, object = %ObjectRef::from_obj(group.as_ref()), "observed");
+    if spec_not_yet_planned(&group) {
+        // Created, or its spec changed (minNodes raised, an offering added): planned for at once. Our
+        // own status writes also land here, and must not wake the loop into another pass.
+        ctx.wake.group_changed();
+    }
     ctx.metrics
         .controller
         .duration
         .get_or_create(&ControllerLabel { controller })
         .observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The group's status does not yet answer its current generation.
+fn spec_not_yet_planned(group: &NodeGroup) -> bool {
+    group.status.as_ref().and_then(|s| s.observed_generation) != group.metadata.generation
 }
 
 pub(crate) fn record_error(ctx: &Context, controller: &'static str, error: &Error) {
@@ -555,6 +561,21 @@ mod tests {
         assert_eq!(result_label(&done), Some("success"));
         assert_eq!(label_of_failure(Error::waiting("the drain to finish", Duration::from_secs(2))), Some("requeue"));
         assert_eq!(label_of_failure(Error::cloud("add worker", CloudError::transient("boom"))), Some("error"));
+    }
+
+    #[test]
+    fn a_group_wakes_the_planner_until_its_status_answers_its_generation() {
+        let mut group: NodeGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
+            "metadata": {"name": "g", "namespace": "ns", "generation": 2},
+            "spec": {"minNodes": 0, "maxNodes": 3, "clusterIdentifier": "c", "datacenter": "d", "offerings": ["1"]},
+        }))
+        .unwrap();
+        assert!(spec_not_yet_planned(&group), "a new group");
+        group.status = Some(crate::crd::NodeGroupStatus { observed_generation: Some(1), ..Default::default() });
+        assert!(spec_not_yet_planned(&group), "its spec changed since the last pass");
+        group.status.as_mut().unwrap().observed_generation = Some(2);
+        assert!(!spec_not_yet_planned(&group), "our own status write of the current spec");
     }
 
     #[test]
