@@ -105,11 +105,13 @@ async fn pass(
     let mut cloud_trouble: BTreeMap<String, String> = BTreeMap::new();
     let cached: BTreeSet<String> = vpsienodes.iter().map(vpsienode_key).collect();
     let mut unobserved = ctx.expectations.unobserved(|name| cached.contains(name), std::time::Instant::now());
+    let known_nodes: BTreeSet<String> =
+        stores.nodes.state().iter().filter(|n| super::rebalance::objects::is_ready(n)).map(|n| n.name_any()).collect();
     for group in &groups {
         match allowed_offerings(ctx, group).await {
             Ok(offerings) => match GroupInfo::from_nodegroup(group, offerings, &vpsienodes) {
                 Ok(mut info) => {
-                    info.in_flight.extend(just_ready(&vpsienodes, group));
+                    info.in_flight.extend(just_ready(&vpsienodes, group, &known_nodes));
                     info.in_flight.extend(unobserved.remove(&key(group)).unwrap_or_default());
                     infos.push(info)
                 }
@@ -299,15 +301,20 @@ pub(crate) async fn allowed_offerings(
 /// own view may not admit them.
 const JUST_READY: Duration = Duration::from_secs(8);
 
-/// Offerings of the group's VPSieNodes that became Ready within [`JUST_READY`]. Counting them a moment
-/// longer can only delay a scale-up by one pass; not counting them can double one.
-fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Vec<String> {
+/// Offerings of the group's VPSieNodes that became Ready within [`JUST_READY`] and whose Node the watch
+/// has not shown Ready yet (`known_nodes` are the Ready ones). Not counting them could double a scale-up. A node the snapshot already holds is
+/// not counted here: scale-up sees its real room (and lifts its startup taints) as a joined node, and
+/// counting it as empty capacity on its way would hold the next pending pod back for a whole window.
+fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup, known_nodes: &BTreeSet<String>) -> Vec<String> {
     let now = Timestamp::now();
     vpsienodes
         .iter()
         .filter(|v| belongs_to(v, group))
         .filter_map(|v| {
             let s = v.status.as_ref()?;
+            if s.node_name.as_ref().is_some_and(|n| known_nodes.contains(n)) {
+                return None;
+            }
             let ready_at = s.ready_at.as_ref()?.0;
             let fresh = now.duration_since(ready_at).as_secs_f64() < JUST_READY.as_secs_f64();
             (s.phase == VPSieNodePhase::Ready && fresh).then(|| v.spec.offering.clone())
@@ -369,5 +376,44 @@ pub(crate) fn new_vpsienode(
             datacenter: group.spec.datacenter.clone(),
         },
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+    use serde_json::json;
+
+    use super::just_ready;
+    use crate::crd::{NodeGroup, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
+
+    fn group() -> NodeGroup {
+        serde_json::from_value(json!({
+            "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
+            "metadata": {"name": "pool", "namespace": "team"},
+            "spec": {"minNodes": 0, "maxNodes": 3, "clusterIdentifier": "c", "datacenter": "d", "offerings": ["2"]},
+        }))
+        .unwrap()
+    }
+
+    fn ready_just_now(name: &str, node: &str) -> VPSieNode {
+        let mut vn = super::new_vpsienode(&group(), "2", name, Default::default());
+        vn.status = Some(VPSieNodeStatus {
+            phase: VPSieNodePhase::Ready,
+            node_name: Some(node.to_string()),
+            ready_at: Some(Time(Timestamp::now())),
+            ..Default::default()
+        });
+        vn
+    }
+
+    #[test]
+    fn a_just_ready_worker_counts_as_coming_capacity_only_until_the_watch_shows_its_node_ready() {
+        let workers = [ready_just_now("pool-a", "node-a"), ready_just_now("pool-b", "node-b")];
+        let seen: BTreeSet<String> = BTreeSet::from(["node-a".to_string()]);
+        assert_eq!(just_ready(&workers, &group(), &seen), vec!["2".to_string()], "only node-b is still unseen");
+        assert_eq!(just_ready(&workers, &group(), &BTreeSet::new()).len(), 2);
     }
 }

@@ -9,7 +9,7 @@
 //! rolls back from the API server alone.
 
 mod health;
-mod objects;
+pub(crate) mod objects;
 mod report;
 mod rollback;
 mod run;
