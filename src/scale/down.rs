@@ -375,8 +375,9 @@ fn try_remove(
     let mut touched: BTreeMap<String, Target> = BTreeMap::new();
     let mut moves = Vec::new();
     for pod in moving {
-        let view = current(&room.targets, &touched, &room.removed, &node.name);
-        let place = view.into_iter().find(|(_, t)| fit::check(pod, t).is_ok()).map(|(name, _)| name.clone());
+        let place = current(&room.targets, &touched, &room.removed, &node.name)
+            .find(|(_, t)| fit::check(pod, t).is_ok())
+            .map(|(name, _)| name.clone());
         match place {
             Some(name) => {
                 touched.entry(name.clone()).or_insert_with(|| room.targets[&name].clone()).reserve(pod);

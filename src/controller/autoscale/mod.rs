@@ -302,9 +302,10 @@ pub(crate) async fn allowed_offerings(
 const JUST_READY: Duration = Duration::from_secs(8);
 
 /// Offerings of the group's VPSieNodes that became Ready within [`JUST_READY`] and whose Node the watch
-/// has not shown Ready yet (`known_nodes` are the Ready ones). Not counting them could double a scale-up. A node the snapshot already holds is
-/// not counted here: scale-up sees its real room (and lifts its startup taints) as a joined node, and
-/// counting it as empty capacity on its way would hold the next pending pod back for a whole window.
+/// has not shown Ready yet (`known_nodes` are the Ready ones): not counting them could double a
+/// scale-up. A Node the watch shows Ready is left out: scale-up sees its real room (startup taints
+/// lifted) as a joined node, and counting it again as empty capacity on its way held the next pending
+/// pod back for a whole window.
 fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup, known_nodes: &BTreeSet<String>) -> Vec<String> {
     let now = Timestamp::now();
     vpsienodes
