@@ -35,6 +35,27 @@ pub enum Command {
     /// Print the rebalance analysis of the cluster without acting: candidates, replacements, USD/h saved,
     /// and why every other node is not a candidate.
     Plan(PlanArgs),
+    /// Collect the escalation bundle of the runbooks into a directory: NodeGroups, VPSieNodes and
+    /// Rebalances with status, the Lease holder, our recent Events, nodes (cordoned ones flagged),
+    /// pending pods, the leader's metrics and VPSie API reachability, with a summary. No credentials.
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DiagnoseArgs {
+    /// Directory to write the bundle to (created); defaults to ./vpsie-diagnose-<UTC time>.
+    #[arg(long, env = "VPSIE_DIAGNOSE_OUT", default_value_os_t = crate::diagnose::default_out())]
+    pub out: PathBuf,
+    /// The leader's metrics URL; by default the holder of the Lease is asked through the API server's
+    /// pod proxy on the port of --metrics-addr.
+    #[arg(long, env = "VPSIE_DIAGNOSE_METRICS_URL")]
+    pub metrics_url: Option<String>,
+    /// How far back to collect Events.
+    #[arg(long, env = "VPSIE_DIAGNOSE_SINCE", default_value = "3h", value_parser = parse_duration)]
+    pub since: std::time::Duration,
+    /// Cluster, Lease and VPSie credentials, named as `run` names them.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -238,7 +238,7 @@ impl Config {
         let config: Config = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             Config::default()
         } else {
-            serde_yaml::from_str(text)
+            serde_saphyr::from_str(text)
                 .map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string() })?
         };
         config.validate(file)?;

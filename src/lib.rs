@@ -6,6 +6,7 @@ pub mod cloud_setup;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod diagnose;
 pub mod drain;
 pub mod kube_requests;
 pub mod lease;

@@ -22,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(cli.log_format, &cli.log_level)?;
             vpsie_autoscaler::rebalance::plan::plan(args).await
         }
+        Command::Diagnose(args) => {
+            telemetry::init(cli.log_format, &cli.log_level)?;
+            vpsie_autoscaler::diagnose::diagnose(args).await
+        }
         Command::Sim(args) => {
             telemetry::init(cli.log_format, &cli.log_level)?;
             run::sim(args).await

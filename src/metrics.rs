@@ -225,6 +225,11 @@ pub struct LifecycleMetrics {
     /// Node group sizes, by the NodeGroup's namespace and name, which operators choose and keep few.
     pub group_size: Family<GroupLabel, Gauge>,
     pub pending_unschedulable_pods: Gauge,
+    /// Of those, the pods no NodeGroup can take (what `NoNodeGroupFits` Events name).
+    pub unschedulable_without_group: Gauge,
+    /// Per phase, how long the VPSieNode longest in it has been there (seconds since its last phase
+    /// transition; 0 when no VPSieNode is in the phase). Feeds the "stuck in a phase" alert.
+    pub phase_age_max: Family<PhaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Planning passes, by what started them: a watch event (after batching) or the periodic safety net.
     pub passes: Family<TriggerLabel, Counter>,
     /// Seconds from a pod becoming unschedulable to the add call made for it.
@@ -244,6 +249,8 @@ impl LifecycleMetrics {
             vpsienodes: Family::default(),
             group_size: Family::default(),
             pending_unschedulable_pods: Gauge::default(),
+            unschedulable_without_group: Gauge::default(),
+            phase_age_max: Family::default(),
             passes: Family::default(),
             scale_up_latency: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
         };
@@ -289,6 +296,16 @@ impl LifecycleMetrics {
             "vpsie_autoscaler_pending_unschedulable_pods",
             "Pods the scheduler could not place",
             m.pending_unschedulable_pods.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_unschedulable_pods_without_group",
+            "Pods the scheduler could not place and no NodeGroup can take",
+            m.unschedulable_without_group.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_vpsienode_phase_age_max_seconds",
+            "Per phase, seconds the VPSieNode longest in that phase has spent in it (0 when none is)",
+            m.phase_age_max.clone(),
         );
         registry.register(
             "vpsie_autoscaler_scale_up_latency_seconds",

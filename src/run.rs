@@ -148,7 +148,7 @@ pub async fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
     let mut cfg: SimConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_yaml::from_str(&text).with_context(|| format!("invalid simulator config {}", path.display()))?
+            serde_saphyr::from_str(&text).with_context(|| format!("invalid simulator config {}", path.display()))?
         }
         None => SimConfig::default(),
     };

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries for the end-to-end tests (etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok) from
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok) and
+# the operability tools (helm, promtool) from
 # the pinned Go modules next to this script, into a cache outside the repo:
 #
 #   ${VPSIE_TESTENV_CACHE:-$HOME/.cache/vpsie-testenv}/<component>-<version>/
@@ -42,11 +43,15 @@ pinned() {
 kube_version="$(pinned kube k8s.io/kubernetes)"
 etcd_version="$(pinned etcd go.etcd.io/etcd/server/v3)"
 kwok_version="$(pinned kwok sigs.k8s.io/kwok)"
+helm_version="$(pinned helm helm.sh/helm/v3)"
+prometheus_version="$(pinned prometheus github.com/prometheus/prometheus)"
 
 kube_dir="$cache/kubernetes-$kube_version"
 etcd_dir="$cache/etcd-$etcd_version"
 kwok_dir="$cache/kwok-$kwok_version"
-mkdir -p "$kube_dir" "$etcd_dir" "$kwok_dir"
+helm_dir="$cache/helm-$helm_version"
+prometheus_dir="$cache/prometheus-$prometheus_version"
+mkdir -p "$kube_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$prometheus_dir"
 
 # Downloads a module's dependencies, outside the lock (network, not CPU), and
 # only when something must be built: a warm run never touches the network.
@@ -94,6 +99,11 @@ build etcd "$etcd_dir/etcd" . \
   -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version"
 build kwok "$kwok_dir/kwok" sigs.k8s.io/kwok/cmd/kwok \
   -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${kwok_version#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${kube_version#v}"
+# The chart's lint/render/install tests and the alert rules' unit tests (promtool).
+build helm "$helm_dir/helm" helm.sh/helm/v3/cmd/helm \
+  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+build prometheus "$prometheus_dir/promtool" github.com/prometheus/prometheus/cmd/promtool \
+  -ldflags "-s -w -X github.com/prometheus/common/version.Version=${prometheus_version#v}"
 for cmd in kube-apiserver kube-scheduler kube-controller-manager kubectl; do
   build kube "$kube_dir/$cmd" "k8s.io/kubernetes/cmd/$cmd" -ldflags "$kube_ldflags"
 done
@@ -139,11 +149,13 @@ tmp="$env_file.tmp.$$"
     "TESTENV_KUBE_SCHEDULER=$kube_dir/kube-scheduler" \
     "TESTENV_KUBECTL=$kube_dir/kubectl" \
     "TESTENV_KWOK=$kwok_dir/kwok" \
-    "TESTENV_KWOK_STAGES=$stages"; do
+    "TESTENV_KWOK_STAGES=$stages" \
+    "TESTENV_HELM=$helm_dir/helm" \
+    "TESTENV_PROMTOOL=$prometheus_dir/promtool"; do
     printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
 } >"$tmp"
 mv -f "$tmp" "$env_file"
 
-log "binaries: $kube_dir $etcd_dir $kwok_dir"
+log "binaries: $kube_dir $etcd_dir $kwok_dir $helm_dir $prometheus_dir"
 printf '%s\n' "$env_file"

@@ -60,11 +60,11 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 
 /// The CRDs as one multi-document YAML stream, exactly what `vpsie-autoscaler crd` prints and what is
 /// checked in under `deploy/crds/`.
-pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+pub fn all_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     for crd in all() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&serde_saphyr::to_string(&crd)?);
     }
     Ok(out)
 }

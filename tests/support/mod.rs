@@ -146,7 +146,12 @@ impl TestEnv {
     /// A kubeconfig holding a fresh token of ServiceAccount `kube-system/vpsie-autoscaler`, so the
     /// controller under test has exactly the rights of the shipped ClusterRole.
     pub fn controller_kubeconfig(&self, dir: &Path) -> PathBuf {
-        let token = self.kubectl_ok(&["-n", "kube-system", "create", "token", "vpsie-autoscaler", "--duration=2h"]);
+        self.kubeconfig_of(dir, "kube-system", "vpsie-autoscaler")
+    }
+
+    /// A kubeconfig holding a fresh token of ServiceAccount `namespace/account`.
+    pub fn kubeconfig_of(&self, dir: &Path, namespace: &str, account: &str) -> PathBuf {
+        let token = self.kubectl_ok(&["-n", namespace, "create", "token", account, "--duration=2h"]);
         let path = dir.join("controller.kubeconfig");
         let kubeconfig = json!({
             "apiVersion": "v1", "kind": "Config",
@@ -156,7 +161,7 @@ impl TestEnv {
             "contexts": [{"name": "controller", "context": {"cluster": "testenv", "user": "vpsie-autoscaler"}}],
             "current-context": "controller",
         });
-        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        std::fs::write(&path, serde_saphyr::to_string(&kubeconfig).unwrap()).unwrap();
         path
     }
 

@@ -48,7 +48,37 @@ fn spawn_owned(mut cmd: Command, log: &PathBuf) -> u32 {
 
 /// The shared stack of this test binary, started on first use with the given controller config.
 pub fn stack(config_yaml: &str) -> &'static Stack {
-    STACK.get_or_init(|| start(env(), config_yaml))
+    STACK.get_or_init(|| start(env(), config_yaml, &Identity::default()))
+}
+
+/// Who the controller is: its ServiceAccount, Lease and credentials Secret. The default is what
+/// deploy/manifests installs in kube-system; a Helm release in another namespace names its own.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub namespace: String,
+    pub service_account: String,
+    pub lease: String,
+    pub secret: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            namespace: "kube-system".into(),
+            service_account: "vpsie-autoscaler".into(),
+            lease: "vpsie-autoscaler".into(),
+            secret: "vpsie-secret".into(),
+        }
+    }
+}
+
+/// Like [`stack`], with the controller running as `identity`; `before` runs once, before the start
+/// (e.g. installing what creates that identity).
+pub fn stack_as(config_yaml: &str, identity: &Identity, before: impl FnOnce()) -> &'static Stack {
+    STACK.get_or_init(|| {
+        before();
+        start(env(), config_yaml, identity)
+    })
 }
 
 /// A simulator process of our binary, stopped by a watchdog when the test binary exits.
@@ -62,6 +92,11 @@ pub struct SimProcess {
 /// `register_nodes`, and points the Secret kube-system/vpsie-secret at it, so every replica started
 /// afterwards talks to this simulator.
 pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess {
+    start_sim_for(env, dir, register_nodes, &Identity::default())
+}
+
+/// [`start_sim`], writing the credentials Secret that `identity` names.
+pub fn start_sim_for(env: &TestEnv, dir: &Path, register_nodes: bool, identity: &Identity) -> SimProcess {
     let sim_port = free_port();
     let url = format!("http://127.0.0.1:{sim_port}");
     // Test binaries share one control plane, and a simulator's identifiers and hostnames follow from its
@@ -81,10 +116,10 @@ pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess 
     let cluster = state["clusters"][0]["identifier"].as_str().expect("sim cluster identifier").to_string();
     let datacenter = state["clusters"][0]["datacenter"].as_str().expect("sim datacenter").to_string();
 
-    // Credentials exactly as an operator provides them: the Secret kube-system/vpsie-secret.
+    // Credentials exactly as an operator provides them: a Secret the controller is pointed at.
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "vpsie-secret", "namespace": "kube-system"},
+        "metadata": {"name": identity.secret, "namespace": identity.namespace},
         "stringData": {"token": "sim-token", "url": url},
     });
     let path = dir.join("secret.json");
@@ -93,18 +128,18 @@ pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess 
     SimProcess { url, cluster, datacenter }
 }
 
-fn start(env: &TestEnv, config_yaml: &str) -> Stack {
+fn start(env: &TestEnv, config_yaml: &str, identity: &Identity) -> Stack {
     // Benchmarks read the logs afterwards, so they may name the directory.
     let dir = match std::env::var_os("VPSIE_STACK_DIR") {
         Some(base) => PathBuf::from(base).join(env!("CARGO_CRATE_NAME")),
         None => std::env::temp_dir().join(format!("vpsie-stack-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).unwrap();
-    let SimProcess { url: sim_url, cluster, datacenter } = start_sim(env, &dir, true);
+    let SimProcess { url: sim_url, cluster, datacenter } = start_sim_for(env, &dir, true, identity);
 
     let config = dir.join("config.yaml");
     std::fs::write(&config, config_yaml).unwrap();
-    let kubeconfig = env.controller_kubeconfig(&dir);
+    let kubeconfig = env.kubeconfig_of(&dir, &identity.namespace, &identity.service_account);
     let metrics_port = free_port();
     let args: Vec<String> = [
         "run",
@@ -120,6 +155,14 @@ fn start(env: &TestEnv, config_yaml: &str) -> Stack {
         kubeconfig.to_str().unwrap(),
         "--config",
         config.to_str().unwrap(),
+        "--lease-name",
+        &identity.lease,
+        "--lease-namespace",
+        &identity.namespace,
+        "--vpsie-secret",
+        &identity.secret,
+        "--vpsie-secret-namespace",
+        &identity.namespace,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -205,14 +205,32 @@ async fn pass(
         )
         .await?;
     }
-    let mut by_phase: BTreeMap<&'static str, i64> = VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
-    for vn in &vpsienodes {
-        *by_phase.entry(vn.status.as_ref().map(|s| s.phase).unwrap_or_default().as_str()).or_default() += 1;
-    }
-    for (phase, n) in by_phase {
+    ctx.metrics.lifecycle.unschedulable_without_group.set(up.unschedulable.len() as i64);
+    for (phase, (n, oldest)) in phase_figures(&vpsienodes, now) {
         ctx.metrics.lifecycle.vpsienodes.get_or_create(&PhaseLabel { phase }).set(n);
+        ctx.metrics.lifecycle.phase_age_max.get_or_create(&PhaseLabel { phase }).set(oldest);
     }
     Ok(())
+}
+
+/// Per phase (every phase, so each series exists): how many VPSieNodes are in it, and the seconds the
+/// one longest in it has spent there. A VPSieNode with no recorded transition counts from its creation.
+fn phase_figures(vpsienodes: &[VPSieNode], now: Timestamp) -> BTreeMap<&'static str, (i64, f64)> {
+    let mut out: BTreeMap<&'static str, (i64, f64)> =
+        VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), (0, 0.0))).collect();
+    for vn in vpsienodes {
+        let status = vn.status.as_ref();
+        let phase = status.map(|s| s.phase).unwrap_or_default().as_str();
+        let since = status
+            .and_then(|s| s.last_phase_transition.as_ref())
+            .or(vn.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0);
+        let age = since.map(|t| now.duration_since(t).as_secs_f64().max(0.0)).unwrap_or(0.0);
+        let entry = out.entry(phase).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(age);
+    }
+    out
 }
 
 /// Whether scale-down may ask for this VPSieNode's drain: it is serving, not being deleted, and holds no
@@ -387,7 +405,7 @@ mod tests {
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
     use serde_json::json;
 
-    use super::just_ready;
+    use super::{just_ready, phase_figures};
     use crate::crd::{NodeGroup, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
 
     fn group() -> NodeGroup {
@@ -416,5 +434,29 @@ mod tests {
         let seen: BTreeSet<String> = BTreeSet::from(["node-a".to_string()]);
         assert_eq!(just_ready(&workers, &group(), &seen), vec!["2".to_string()], "only node-b is still unseen");
         assert_eq!(just_ready(&workers, &group(), &BTreeSet::new()).len(), 2);
+    }
+
+    fn in_phase(name: &str, phase: VPSieNodePhase, since_secs_ago: i64) -> VPSieNode {
+        let mut vn = super::new_vpsienode(&group(), "2", name, Default::default());
+        let since = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(since_secs_ago);
+        vn.status = Some(VPSieNodeStatus { phase, last_phase_transition: Some(Time(since)), ..Default::default() });
+        vn
+    }
+
+    #[test]
+    fn phase_figures_count_every_phase_and_age_each_by_its_longest_resident() {
+        let now = Timestamp::now();
+        let nodes = [
+            in_phase("a", VPSieNodePhase::Provisioning, 600),
+            in_phase("b", VPSieNodePhase::Provisioning, 30),
+            in_phase("c", VPSieNodePhase::Ready, 7200),
+        ];
+        let figures = phase_figures(&nodes, now);
+        assert_eq!(figures.len(), VPSieNodePhase::ALL.len(), "every phase has its series");
+        let (count, oldest) = figures["Provisioning"];
+        assert_eq!(count, 2);
+        assert!((599.0..=601.0).contains(&oldest), "the older Provisioning node counts: {oldest}");
+        assert_eq!(figures["Joining"], (0, 0.0), "an empty phase reads 0");
+        assert!(figures["Ready"].1 >= 7199.0);
     }
 }
