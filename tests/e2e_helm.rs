@@ -63,7 +63,7 @@ fn installed_stack() -> &'static Stack {
             "--set",
             "vpsie.credentialsSecret=vpsie-credentials",
             "--set",
-            "nodeSelector.e2e-helm/no-such-node=true",
+            "nodeSelector.e2e-helm/no-such-node=none",
         ]);
         assert!(ok, "helm install failed: {text}");
     })

@@ -168,10 +168,10 @@ fn created_labels(expr: &str) -> Vec<String> {
                 continue;
             };
             let after = rest[comma + 1..].trim_start();
-            if let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') {
-                if let Some(end) = after[1..].find(q) {
-                    out.push(after[1..1 + end].to_string());
-                }
+            if let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'')
+                && let Some(end) = after[1..].find(q)
+            {
+                out.push(after[1..1 + end].to_string());
             }
         }
     }
