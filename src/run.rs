@@ -148,7 +148,7 @@ pub async fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
     let mut cfg: SimConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_saphyr::from_str(&text).with_context(|| format!("invalid simulator config {}", path.display()))?
+            SimConfig::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?
         }
         None => SimConfig::default(),
     };

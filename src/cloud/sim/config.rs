@@ -190,6 +190,15 @@ impl SimConfig {
         c.settings.time_scale = time_scale;
         c
     }
+
+    /// Parses a config file's text (YAML, or JSON, which is YAML too); `file` names it in errors,
+    /// which also show the line and the key that could not be read.
+    pub fn parse(text: &str, file: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| format!("invalid simulator config {file}: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +220,15 @@ mod tests {
         assert_eq!(c.settings.timings.boot, Span::new(1.0, 2.0));
         assert_eq!(c.settings.timings.join, Timings::default().join);
         assert_eq!(c.clusters[0].groups[0].workers, 2);
+    }
+
+    #[test]
+    fn a_config_file_in_yaml_parses_and_a_bad_value_is_reported_with_the_file_and_the_key() {
+        let c = SimConfig::parse("seed: 9\ntime_scale: 0.5\n", "sim.yaml").unwrap();
+        assert_eq!((c.seed, c.settings.time_scale), (9, 0.5));
+        assert_eq!(SimConfig::parse("", "empty.yaml").unwrap(), SimConfig::default());
+        let err = SimConfig::parse("api_keys: [a]\nseed: lots\n", "/etc/sim.yaml").unwrap_err();
+        assert!(err.contains("/etc/sim.yaml"), "{err}");
+        assert!(err.contains("seed"), "the key is shown: {err}");
     }
 }
