@@ -229,6 +229,40 @@ impl Stack {
         std::fs::write(self.dir.join("crash-at"), step).unwrap();
     }
 
+    /// Holds any operation that reaches `step` (see the controller's `test_hooks`) until [`release`].
+    pub fn arm_pause(&self, step: &str) {
+        let _ = std::fs::remove_file(self.dir.join("crash-at.paused"));
+        std::fs::write(self.dir.join("crash-at"), format!("pause:{step}")).unwrap();
+    }
+
+    /// Whether an operation is being held at the armed pause.
+    pub fn paused(&self) -> bool {
+        self.dir.join("crash-at.paused").exists()
+    }
+
+    /// Lets held operations go on.
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(self.dir.join("crash-at"));
+        let _ = std::fs::remove_file(self.dir.join("crash-at.paused"));
+    }
+
+    /// Hands leadership to a fresh replica: it starts, then the old one gets SIGTERM, which releases the
+    /// Lease at once (a planned handover, as in a rolling update of the Deployment).
+    pub fn handover(&self, generation: u32) {
+        let mut guard = self.controller.lock().unwrap();
+        let (pid, args) = &mut *guard;
+        // The standby serves /metrics on a port of its own, as a second pod would; `metrics_url` keeps
+        // naming the first replica's.
+        let mut standby = args.clone();
+        if let Some(i) = standby.iter().position(|a| a == "--metrics-addr") {
+            standby[i + 1] = format!("127.0.0.1:{}", free_port());
+        }
+        let next = spawn_controller(&standby, &self.dir, generation);
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        *pid = next;
+        *args = standby;
+    }
+
     /// Whether the armed crash point was reached (the controller removes the file as it exits).
     pub fn crash_fired(&self) -> bool {
         !self.dir.join("crash-at").exists()

@@ -14,6 +14,7 @@ mod report;
 mod rollback;
 mod run;
 mod start;
+pub mod test_hooks;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -64,6 +65,9 @@ pub async fn reconcile(rb: Arc<Rebalance>, shared: Arc<Shared>) -> Result<Action
     if phase.is_terminal() || (phase == RebalancePhase::Pending && rb.metadata.deletion_timestamp.is_some()) {
         release(&shared.ctx, &rb).await?;
         return Ok(Action::await_change());
+    }
+    if test_hooks::paused(&rb) {
+        return Ok(Action::requeue(POLL));
     }
     match phase {
         RebalancePhase::Pending | RebalancePhase::PreFlight => start::start(&shared, &rb).await,
@@ -125,14 +129,4 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// Test-only fault injection: when `VPSIE_AUTOSCALER_TEST_CRASH_FILE` names a file holding `step`, the
-/// process exits abruptly (once; the file is removed) right after the step was recorded and before it
-/// acts, the worst instant for a crash. Production deployments never set the variable.
-fn crash_point(step: &str) {
-    let Ok(path) = std::env::var("VPSIE_AUTOSCALER_TEST_CRASH_FILE") else { return };
-    if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == step) {
-        let _ = std::fs::remove_file(&path);
-        tracing::error!(step, "test crash point reached; exiting without cleanup");
-        std::process::exit(137);
-    }
-}
+use test_hooks::crash_point;
