@@ -163,3 +163,66 @@ async fn the_controller_works_with_the_rbac_the_chart_installs_and_uninstall_lea
         env.kubectl_ok(&["get", "crd", &format!("{crd}.autoscaler.vpsie.com")]);
     }
 }
+
+/// `kubectl auth can-i --list` of the controller's account as (resource, resource names, verbs), without
+/// what every authenticated user may do (self reviews, discovery URLs).
+fn can_i(namespace: &str) -> std::collections::BTreeSet<String> {
+    let out = env().kubectl_ok(&[
+        "auth",
+        "can-i",
+        "--list",
+        "--as",
+        "system:serviceaccount:kube-system:vpsie-autoscaler",
+        "-n",
+        namespace,
+    ]);
+    out.lines()
+        .skip(1)
+        .filter_map(|line| {
+            // Columns: resources, non-resource URLs, resource names, verbs (each `[...]` but the first).
+            let (resource, rest) = line.trim().split_once(char::is_whitespace)?;
+            let rest = rest.trim();
+            if resource.starts_with('[') || resource.starts_with("self") || !rest.starts_with("[]") {
+                return None;
+            }
+            let rest = rest.trim_start_matches("[]").trim();
+            let (names, verbs) = rest.split_once(']')?;
+            Some(format!("{resource} {}] {}", names.trim(), verbs.trim()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_controllers_account_can_do_exactly_what_the_code_needs() {
+    let cluster_wide = [
+        "events [] [create patch]",
+        "events.events.k8s.io [] [create patch]",
+        "nodegroups.autoscaler.vpsie.com [] [get list watch patch]",
+        "nodegroups.autoscaler.vpsie.com/finalizers [] [update]",
+        "nodegroups.autoscaler.vpsie.com/status [] [get patch]",
+        "nodes [] [get list watch patch delete]",
+        "poddisruptionbudgets.policy [] [get list watch]",
+        "pods [] [delete]",
+        "pods [] [get list watch]",
+        "pods/eviction [] [create]",
+        "rebalances.autoscaler.vpsie.com [] [get list watch create patch delete]",
+        "rebalances.autoscaler.vpsie.com/finalizers [] [update]",
+        "rebalances.autoscaler.vpsie.com/status [] [get patch]",
+        "replicasets.apps [] [get list watch]",
+        "statefulsets.apps [] [get list watch]",
+        "vpsienodes.autoscaler.vpsie.com [] [get list watch create patch delete]",
+        "vpsienodes.autoscaler.vpsie.com/finalizers [] [update]",
+        "vpsienodes.autoscaler.vpsie.com/status [] [get patch]",
+    ];
+    let want: std::collections::BTreeSet<String> = cluster_wide.iter().map(|s| s.to_string()).collect();
+    let elsewhere = can_i("default");
+    assert_eq!(elsewhere, want, "outside its namespace the account has only the ClusterRole's rights");
+
+    let mut home = want.clone();
+    home.extend([
+        "leases.coordination.k8s.io [] [create]".to_string(),
+        "leases.coordination.k8s.io [vpsie-autoscaler] [get update patch]".to_string(),
+        "secrets [vpsie-secret] [get]".to_string(),
+    ]);
+    assert_eq!(can_i("kube-system"), home, "in kube-system: its Lease and its credentials Secret, by name");
+}

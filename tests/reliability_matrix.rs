@@ -298,7 +298,9 @@ async fn judge(s: &Stack, run: &Run, injected: &Injected, end: Option<RebalanceP
             && now.nodes.len() == want.nodes.len()
             && kept.iter().all(|n| now.nodes.get(*n) == want.nodes.get(*n))
             && now.nodes.iter().filter(|(n, _)| !kept.contains(n)).all(|(_, (cordoned, _))| !cordoned);
-        (completed && end != Some(RebalancePhase::RolledBack)).then_some(Outcome::Completed)
+        // A rollback keeps replacements that had completed (the phase then says RolledBack and its
+        // record lists them): the state is the completed one either way.
+        completed.then_some(Outcome::Completed)
     })
     .await;
     assert!(labelled(client, ns).await.is_empty(), "no rebalance label is left");
@@ -321,6 +323,7 @@ async fn judge(s: &Stack, run: &Run, injected: &Injected, end: Option<RebalanceP
         .filter_map(|e| e.reason)
         .collect();
     let expected = match outcome {
+        Outcome::Completed if end == Some(RebalancePhase::RolledBack) => "RollbackTriggered",
         Outcome::Completed => "RebalanceSucceeded",
         Outcome::RolledBackExactly if end.is_none() && !events.iter().any(|e| e == "RollbackTriggered") => {
             // Deleted before it touched anything: nothing to roll back, nothing to report.
