@@ -202,8 +202,8 @@ fn the_controllers_account_can_do_exactly_what_the_code_needs() {
         "nodegroups.autoscaler.vpsie.com/status [] [get patch]",
         "nodes [] [get list watch patch delete]",
         "poddisruptionbudgets.policy [] [get list watch]",
-        "pods [] [delete]",
-        "pods [] [get list watch]",
+        // Reads for the pod cache and drains; delete only for a drain a NodeGroup allows to force.
+        "pods [] [get list watch delete]",
         "pods/eviction [] [create]",
         "rebalances.autoscaler.vpsie.com [] [get list watch create patch delete]",
         "rebalances.autoscaler.vpsie.com/finalizers [] [update]",

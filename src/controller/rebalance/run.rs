@@ -232,6 +232,10 @@ async fn work(
         }
         rb = write_status(ctx, &rb, &status).await?;
         crash_point("drain");
+        if super::test_hooks::pause_requested("draining") {
+            // End the pass with the drain recorded but not begun, so the pause can hold it there.
+            return Ok(Action::requeue(POLL));
+        }
         for &i in &starting {
             tracing::info!(rebalance = %key(&rb), node = %status.steps[i].old_node, "rebalance: draining old node (workload migration)");
         }

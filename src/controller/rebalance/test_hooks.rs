@@ -48,6 +48,13 @@ pub fn current_step(rb: &Rebalance) -> &'static str {
     }
 }
 
+/// Whether a pause at `step` is armed. A step that records itself and acts in the same pass (a drain of
+/// pods that leave at once) ends its pass early when asked, so that [`paused`] can hold it.
+pub(super) fn pause_requested(step: &str) -> bool {
+    let Some(path) = hook_file() else { return false };
+    std::fs::read_to_string(&path).is_ok_and(|text| text.trim().strip_prefix("pause:") == Some(step))
+}
+
 /// Whether the operation must be held here (and, if so, says so in the marker file).
 pub(super) fn paused(rb: &Rebalance) -> bool {
     let Some(path) = hook_file() else { return false };
