@@ -2,6 +2,8 @@
 //! it lints clean, its schema turns bad values away naming the key, the names it wires together agree
 //! (Lease, Secret, ServiceAccount), and it renders the alert rules and the dashboard it ships.
 
+mod support;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -10,17 +12,9 @@ use vpsie_autoscaler::config::Config;
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/chart/vpsie-autoscaler");
 
-/// The helm binary: `$HELM`, else the one testenv/build.sh built (a warm call costs well under a second).
+/// The helm binary: `$HELM`, else the one testenv/build.sh built.
 fn helm() -> String {
-    if let Ok(path) = std::env::var("HELM") {
-        return path;
-    }
-    let out = Command::new("bash").arg(format!("{REPO}/testenv/build.sh")).output().expect("run testenv/build.sh");
-    assert!(out.status.success(), "testenv/build.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-    let env_file = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-    let text = std::fs::read_to_string(&env_file).unwrap();
-    let line = text.lines().find_map(|l| l.strip_prefix("TESTENV_HELM=")).expect("TESTENV_HELM in the env file");
-    line.trim_matches('\'').to_string()
+    std::env::var("HELM").unwrap_or_else(|_| support::built_tool("TESTENV_HELM"))
 }
 
 /// Runs helm; returns (success, stdout + stderr).

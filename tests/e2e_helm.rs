@@ -30,12 +30,7 @@ const FULLNAME: &str = "e2e-helm-vpsie-autoscaler";
 
 fn helm(args: &[&str]) -> (bool, String) {
     let env = env();
-    let helm = env.vars.get("TESTENV_HELM").cloned().unwrap_or_else(|| {
-        let out = std::process::Command::new("bash").arg(format!("{REPO}/testenv/build.sh")).output().unwrap();
-        let file = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-        let text = std::fs::read_to_string(file).unwrap();
-        text.lines().find_map(|l| l.strip_prefix("TESTENV_HELM=")).unwrap().trim_matches('\'').to_string()
-    });
+    let helm = env.vars.get("TESTENV_HELM").cloned().unwrap_or_else(|| support::built_tool("TESTENV_HELM"));
     let out = std::process::Command::new(helm).args(args).env("KUBECONFIG", env.kubeconfig()).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

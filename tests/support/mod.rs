@@ -188,6 +188,18 @@ impl TestEnv {
     }
 }
 
+/// A tool testenv/build.sh builds (`TESTENV_HELM`, `TESTENV_PROMTOOL`, ...), read from the env file it
+/// prints; a warm call costs well under a second and starts no control plane.
+pub fn built_tool(var: &str) -> String {
+    let out = Command::new("bash").arg(format!("{REPO}/testenv/build.sh")).output().expect("run testenv/build.sh");
+    assert!(out.status.success(), "testenv/build.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let env_file = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| panic!("{env_file}: {e}"));
+    let prefix = format!("{var}=");
+    let value = text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{var} not in {env_file}"));
+    value.trim_matches('\'').to_string()
+}
+
 pub async fn client_from(kubeconfig: &Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
     let mut config =
