@@ -46,7 +46,7 @@ if [[ -n "$(ls -A "$state")" ]]; then
   # Leftovers of a failed attempt (logs, pki): start clean.
   rm -rf "${state:?}"/*
 fi
-mkdir -p "$state"/{pids,logs,pki,kubeconfigs}
+mkdir -p "$state"/{pids,logs,pki,kubeconfigs,cmds}
 : >"$marker"
 
 for tool in openssl curl python3; do
@@ -212,6 +212,8 @@ start() {
   shift
   setsid "$@" >"$state/logs/$name.log" 2>&1 </dev/null &
   echo "$!" >"$state/pids/$name.pid"
+  # The exact command line, for restart.sh (a crash-and-restart of one component).
+  printf '%q ' "$@" >"$state/cmds/$name"
 }
 alive_or_die() {
   local f

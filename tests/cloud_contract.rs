@@ -50,6 +50,7 @@ contract!(
     delete_failures_leave_the_worker_and_a_later_delete_succeeds,
     a_delete_answered_not_found_still_removes_the_worker,
     a_timed_out_add_is_never_retried_and_creates_exactly_one_worker,
+    a_rate_limited_add_is_refused_before_acting_and_creates_nothing,
     revoked_and_expired_tokens_are_replaced_transparently,
     a_partition_fails_calls_until_it_heals,
     api_hostname_casing_does_not_break_discovery,
@@ -369,6 +370,20 @@ async fn a_timed_out_add_is_never_retried_and_creates_exactly_one_worker(kind: K
     assert!(matches!(found, NewWorker::Found(_)), "{found:?}");
     // The request log covers the whole discovery: no add was sent behind the caller's back meanwhile.
     assert_eq!(h.add_requests(), 1);
+    assert_eq!(h.workers_ever(), 1);
+}
+
+async fn a_rate_limited_add_is_refused_before_acting_and_creates_nothing(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let g = h.group("pool", 2).await;
+    h.fault(json!({"endpoint": "add_worker", "times": 1,
+        "fault": {"kind": "rate_limit", "retry_after": {"style": "seconds", "secs": 1}}}));
+    let e = h.cloud.add_worker(&h.cluster, g.id).await.expect_err("the add is refused");
+    assert!(e.proves_nothing_was_done(), "{e:?}");
+    assert_eq!(h.add_requests(), 1, "an add is never retried, not even after a 429");
+    assert_eq!(h.workers_ever(), 0);
+    // Asking again once the limit has passed is safe: it creates the one worker.
+    h.cloud.add_worker(&h.cluster, g.id).await.expect("the second add is accepted");
     assert_eq!(h.workers_ever(), 1);
 }
 

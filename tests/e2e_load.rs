@@ -33,8 +33,7 @@ fn sum(metrics: &str, name: &str, matcher: &str) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "not passing yet: under this storm the breaker keeps 2-3 of the 20 VPSieNodes from being read \
-            until their provisioning timeout fails them (RELIABILITY.md, Load)"]
+
 async fn twenty_groups_scale_up_and_down_through_a_rate_limit_storm_without_a_duplicate_add() {
     let s = stack();
     let env = env();

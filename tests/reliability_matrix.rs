@@ -62,6 +62,7 @@ enum Fault {
     GroupNodeNotReady,
     Sigkill,
     LeaderHandover,
+    ApiServerRestart,
     PersonCordonsOtherNode,
     PersonDeletesReplacement,
     PersonDeletesRebalance,
@@ -184,6 +185,9 @@ async fn inject(s: &Stack, run: &Run, fault: Fault) -> Injected {
             s.handover(GENERATION.fetch_add(1, Ordering::SeqCst));
             out.metrics_elsewhere = true;
         }
+        // Down for longer than a watch's reconnect backoff, shorter than the Lease: the leader stays leader
+        // and must carry on from what the restarted API server serves.
+        Fault::ApiServerRestart => s.restart_apiserver(Duration::from_secs(2)),
         Fault::PersonCordonsOtherNode => {
             let cordon = json!({"spec": {"unschedulable": true}});
             Api::<Node>::all(client.clone()).patch(&run.other_node, &PatchParams::default(), &Patch::Merge(cordon)).await.unwrap();
@@ -398,6 +402,7 @@ matrix! {
     provisioning_offering_removed: "provisioning", OfferingRemoved;
     provisioning_max_nodes_lowered: "provisioning", MaxNodesLowered;
     rollback_sigkill: "rollback", Sigkill;
+    draining_api_server_restart: "draining", ApiServerRestart;
     // The rest of the matrix: `-- --include-ignored`.
     #[ignore = "whole matrix only"] preflight_vpsie5xx: "preflight", Vpsie5xx;
     #[ignore = "whole matrix only"] joined_vpsie5xx: "joined", Vpsie5xx;
@@ -443,6 +448,13 @@ matrix! {
     #[ignore = "whole matrix only"] verifying_leader_handover: "verifying", LeaderHandover;
     #[ignore = "whole matrix only"] removing_leader_handover: "removing", LeaderHandover;
     #[ignore = "whole matrix only"] rollback_leader_handover: "rollback", LeaderHandover;
+    #[ignore = "whole matrix only"] preflight_api_server_restart: "preflight", ApiServerRestart;
+    #[ignore = "whole matrix only"] provisioning_api_server_restart: "provisioning", ApiServerRestart;
+    #[ignore = "whole matrix only"] joined_api_server_restart: "joined", ApiServerRestart;
+    #[ignore = "whole matrix only"] cordoned_api_server_restart: "cordoned", ApiServerRestart;
+    #[ignore = "whole matrix only"] verifying_api_server_restart: "verifying", ApiServerRestart;
+    #[ignore = "whole matrix only"] removing_api_server_restart: "removing", ApiServerRestart;
+    #[ignore = "whole matrix only"] rollback_api_server_restart: "rollback", ApiServerRestart;
     #[ignore = "whole matrix only"] provisioning_person_cordons_other_node: "provisioning", PersonCordonsOtherNode;
     #[ignore = "whole matrix only"] joined_person_cordons_other_node: "joined", PersonCordonsOtherNode;
     #[ignore = "whole matrix only"] cordoned_person_cordons_other_node: "cordoned", PersonCordonsOtherNode;

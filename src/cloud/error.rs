@@ -65,6 +65,12 @@ impl CloudError {
         }
     }
 
+    /// Whether the failure proves a create was not carried out: a 429 is a refusal before acting, and
+    /// an open breaker sent nothing. Every other failure of a create leaves its outcome to discovery.
+    pub fn proves_nothing_was_done(&self) -> bool {
+        matches!(self, Self::RateLimited { .. } | Self::CircuitOpen { .. })
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
@@ -92,6 +98,15 @@ mod tests {
         assert!(!CloudError::QuotaExceeded { message: m() }.is_retryable());
         assert!(!CloudError::Unauthorized { message: m() }.is_retryable());
         assert!(!CloudError::permanent("p").is_retryable());
+    }
+
+    #[test]
+    fn only_a_rate_limit_or_an_open_breaker_proves_a_create_was_not_carried_out() {
+        assert!(CloudError::RateLimited { retry_after: None }.proves_nothing_was_done());
+        assert!(CloudError::CircuitOpen { retry_after: Duration::from_secs(1) }.proves_nothing_was_done());
+        assert!(!CloudError::transient("timed out").proves_nothing_was_done());
+        assert!(!CloudError::Transient { status: Some(502), message: "x".into() }.proves_nothing_was_done());
+        assert!(!CloudError::permanent("p").proves_nothing_was_done());
     }
 
     #[test]

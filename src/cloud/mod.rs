@@ -74,7 +74,8 @@ pub trait CloudProvider: Send + Sync {
     /// implementation: a lost answer must not become two workers. The outcome carries an
     /// identifier or hostname only if the API gave one (usually it does not); the caller
     /// finds the worker by diffing listings taken before and after (see [`discovery`]).
-    /// On a `Transient` error the add may or may not have happened.
+    /// On a `Transient` error the add may or may not have happened; on `RateLimited` or `CircuitOpen` it did
+    /// not (see [`CloudError::proves_nothing_was_done`]), so the caller may ask again later.
     async fn add_worker(&self, cluster: &str, group: u64) -> Result<AddOutcome, CloudError>;
 
     /// Deletes one worker by identifier. Idempotent and safe to retry: once the worker is

@@ -113,6 +113,10 @@ pub struct VPSieNodeStatus {
     /// When the add call was made (absent: not yet made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_requested_at: Option<Time>,
+    /// After VPSie refused an add before acting (429, or our breaker open), the add is not asked again
+    /// before this time (kept here, so neither a status-triggered reconcile nor a new leader asks early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_retry_after: Option<Time>,
     /// VPSie identifier of the worker, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_identifier: Option<String>,

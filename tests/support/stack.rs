@@ -48,7 +48,36 @@ fn spawn_owned(mut cmd: Command, log: &PathBuf) -> u32 {
 
 /// The shared stack of this test binary, started on first use with the given controller config.
 pub fn stack(config_yaml: &str) -> &'static Stack {
-    STACK.get_or_init(|| start(env(), config_yaml, &Identity::default()))
+    static SUPERVISOR: std::sync::Once = std::sync::Once::new();
+    let s = STACK.get_or_init(|| start(env(), config_yaml, &Identity::default()));
+    SUPERVISOR.call_once(|| {
+        std::thread::spawn(move || supervise(s));
+    });
+    s
+}
+
+/// The Deployment's `restartPolicy: Always`: a controller that exits on its own (it does when it loses
+/// its Lease, say while the API server restarts) is started again, as the kubelet would.
+fn supervise(s: &'static Stack) {
+    let mut restarts = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let mut guard = s.controller.lock().unwrap_or_else(|p| p.into_inner());
+        let (pid, args) = &mut *guard;
+        if exited(*pid) {
+            restarts += 1;
+            *pid = spawn_controller(args, &s.dir, 900 + restarts);
+        }
+    }
+}
+
+/// Whether a child we never wait on has exited (it then lingers as a zombie, or is gone).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces.
+        Ok(stat) => stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
 }
 
 /// Who the controller is: its ServiceAccount, Lease and credentials Secret. The default is what
@@ -261,6 +290,22 @@ impl Stack {
         Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
         *pid = next;
         *args = standby;
+    }
+
+    /// Crashes the control plane's kube-apiserver (SIGKILL) and starts it again after `down`, returning
+    /// once it is ready: etcd keeps every object, and every client (the controller's watches, the
+    /// Lease) must find its way back on its own.
+    pub fn restart_apiserver(&self, down: Duration) {
+        let state = &super::env().state_dir;
+        let script = std::path::Path::new(super::REPO).join("testenv/restart.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(state)
+            .arg("kube-apiserver")
+            .arg(format!("{:.1}", down.as_secs_f64()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Whether the armed crash point was reached (the controller removes the file as it exits).

@@ -14,7 +14,6 @@ mod report;
 mod rollback;
 mod run;
 mod start;
-pub mod test_hooks;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -129,4 +128,4 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-use test_hooks::crash_point;
+use super::test_hooks::{self, crash_point};

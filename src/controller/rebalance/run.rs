@@ -232,7 +232,7 @@ async fn work(
         }
         rb = write_status(ctx, &rb, &status).await?;
         crash_point("drain");
-        if super::test_hooks::pause_requested("draining") {
+        if crate::controller::test_hooks::pause_requested("draining") {
             // End the pass with the drain recorded but not begun, so the pause can hold it there.
             return Ok(Action::requeue(POLL));
         }

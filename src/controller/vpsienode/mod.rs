@@ -61,6 +61,9 @@ async fn reconcile_inner(vn: Arc<VPSieNode>, ctx: Arc<Context>) -> Result<Action
 }
 
 async fn apply(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
+    if super::test_hooks::node_paused(&vn) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let phase = vn.status.as_ref().map(|s| s.phase).unwrap_or_default();
     match phase {
         VPSieNodePhase::Pending => provision::request(vn, ctx).await,

@@ -7,6 +7,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::events::EventType};
 use tokio::sync::OwnedMutexGuard;
 
@@ -25,6 +28,9 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
     let fresh = api.get(&vn.name_any()).await.map_err(|source| Error::Read { kind: "VPSieNode", source })?;
     if fresh.status.as_ref().map(|s| s.phase).unwrap_or_default() != VPSieNodePhase::Pending {
         return Ok(Action::requeue(Duration::ZERO));
+    }
+    if let Some(wait) = remaining(fresh.status.as_ref().and_then(|s| s.add_retry_after.as_ref())) {
+        return Ok(Action::requeue(wait));
     }
     let spec = &fresh.spec;
     let offering = match ctx.offering(&spec.datacenter, &spec.offering).await {
@@ -55,6 +61,7 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
         .map_err(|e| Error::cloud("list workers", e))?;
 
     let mut status = current(&fresh);
+    status.add_retry_after = None;
     status.vpsie_group_id = Some(group.id as i64);
     status.workers_before_add = Some(before.iter().map(|w| w.identifier.clone()).collect());
     status.add_requested_at = Some(now());
@@ -98,6 +105,25 @@ pub async fn request(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error>
             ) =>
         {
             fail_on_cloud(ctx, &recorded, "add worker", e).await
+        }
+        // Refused before acting (429) or never sent (breaker open): there is no worker to discover, and
+        // waiting for one would only end in a provisioning timeout. The intent is withdrawn, on the
+        // version that recorded it, and the add is asked again once the API allows.
+        Err(e) if e.proves_nothing_was_done() => {
+            ctx.metrics.lifecycle.cloud_errors(e.kind());
+            let mut back = current(&recorded);
+            back.vpsie_group_id = None;
+            back.workers_before_add = None;
+            back.add_requested_at = None;
+            back.provisioning_started_at = None;
+            back.hourly_price = None;
+            let wait = e.retry_after().unwrap_or(POLL);
+            back.add_retry_after = Some(Time(Timestamp::now() + SignedDuration::try_from(wait).unwrap_or_default()));
+            let msg = format!("VPSie refused the add before acting ({e}); it will be asked again");
+            match transition(ctx, &recorded, back, VPSieNodePhase::Pending, "AddDeferred", msg).await {
+                Ok(_) | Err(Error::Conflict { .. }) => Ok(Action::requeue(wait)),
+                Err(other) => Err(other),
+            }
         }
         // Outcome unknown (timeout, 5xx): the worker may exist. Discovery finds it or the timeout fails it.
         Err(e) => {
@@ -191,6 +217,11 @@ pub async fn discover(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error
             provisioning_timeout(ctx, &latest, status, waited, timeout).await
         }
     }
+}
+
+/// Time left until `t`, if `t` is still ahead.
+fn remaining(t: Option<&Time>) -> Option<Duration> {
+    Duration::try_from(t?.0.duration_since(Timestamp::now())).ok().filter(|d| !d.is_zero())
 }
 
 pub(super) enum Claim {

@@ -4,17 +4,18 @@
 //!
 //! - `<site>` (or `crash:<site>`): the process exits abruptly (once; the file is removed) at a crash
 //!   site, right after a step was recorded and before it acts: the worst instant for a crash.
-//! - `pause:<step>`: while the file says so, an operation whose current step is `<step>` (see
-//!   [`current_step`]) is held before its reconcile does anything, and `<file>.paused` says it is held.
-//!   The reliability matrix injects its fault there, then removes the file to let the operation go on.
+//! - `pause:<step>`: while the file says so, an operation whose current step is `<step>` (a Rebalance's,
+//!   see [`current_step`]; a VPSieNode's, see [`node_step`]) is held before its reconcile does anything,
+//!   and `<file>.paused` says it is held. The reliability matrix injects its fault there, then removes
+//!   the file to let the operation go on.
 
-use crate::crd::{Rebalance, RebalancePhase, rebalance::StepPhase};
+use crate::crd::{Rebalance, RebalancePhase, VPSieNode, VPSieNodePhase, rebalance::StepPhase};
 
 fn hook_file() -> Option<String> {
     std::env::var("VPSIE_AUTOSCALER_TEST_CRASH_FILE").ok()
 }
 
-pub(super) fn crash_point(site: &str) {
+pub(crate) fn crash_point(site: &str) {
     let Some(path) = hook_file() else { return };
     let Ok(text) = std::fs::read_to_string(&path) else { return };
     let text = text.trim();
@@ -50,20 +51,41 @@ pub fn current_step(rb: &Rebalance) -> &'static str {
 
 /// Whether a pause at `step` is armed. A step that records itself and acts in the same pass (a drain of
 /// pods that leave at once) ends its pass early when asked, so that [`paused`] can hold it.
-pub(super) fn pause_requested(step: &str) -> bool {
+pub(crate) fn pause_requested(step: &str) -> bool {
     let Some(path) = hook_file() else { return false };
     std::fs::read_to_string(&path).is_ok_and(|text| text.trim().strip_prefix("pause:") == Some(step))
 }
 
-/// Whether the operation must be held here (and, if so, says so in the marker file).
-pub(super) fn paused(rb: &Rebalance) -> bool {
-    let Some(path) = hook_file() else { return false };
-    let Ok(text) = std::fs::read_to_string(&path) else { return false };
-    let step = current_step(rb);
-    if text.trim().strip_prefix("pause:") != Some(step) {
+/// The step a VPSieNode is at, as the matrix's scale-up and scale-down rows name it.
+pub fn node_step(vn: &VPSieNode) -> &'static str {
+    match vn.status.as_ref().map(|s| s.phase).unwrap_or_default() {
+        VPSieNodePhase::Pending => "node-pending",
+        VPSieNodePhase::Provisioning => "node-provisioning",
+        VPSieNodePhase::Joining => "node-joining",
+        VPSieNodePhase::Ready => "node-ready",
+        VPSieNodePhase::Draining => "node-draining",
+        VPSieNodePhase::Terminating => "node-terminating",
+        VPSieNodePhase::Failed => "node-failed",
+    }
+}
+
+/// Whether the Rebalance must be held here (and, if so, says so in the marker file).
+pub(crate) fn paused(rb: &Rebalance) -> bool {
+    hold(current_step(rb))
+}
+
+/// Whether the VPSieNode must be held here (and, if so, says so in the marker file).
+pub(crate) fn node_paused(vn: &VPSieNode) -> bool {
+    hold(node_step(vn))
+}
+
+fn hold(step: &str) -> bool {
+    if !pause_requested(step) {
         return false;
     }
-    let _ = std::fs::write(format!("{path}.paused"), step);
+    if let Some(path) = hook_file() {
+        let _ = std::fs::write(format!("{path}.paused"), step);
+    }
     tracing::info!(step, "test pause point: operation held");
     true
 }
@@ -99,5 +121,17 @@ mod tests {
         assert_eq!(current_step(&at(RebalancePhase::Running, &[StepPhase::Provisioning])), "provisioning");
         assert_eq!(current_step(&at(RebalancePhase::RollingBack, &[StepPhase::Cordoned])), "rollback");
         assert_eq!(current_step(&at(RebalancePhase::RolledBack, &[])), "ended");
+    }
+
+    #[test]
+    fn a_vpsienode_step_is_its_phase_and_a_new_one_is_pending() {
+        let mut vn: VPSieNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "VPSieNode", "metadata": {"name": "n"},
+            "spec": {"nodeGroup": "pool", "offering": "1", "clusterIdentifier": "c", "datacenter": "d"},
+        }))
+        .unwrap();
+        assert_eq!(node_step(&vn), "node-pending");
+        vn.status = Some(crate::crd::VPSieNodeStatus { phase: VPSieNodePhase::Draining, ..Default::default() });
+        assert_eq!(node_step(&vn), "node-draining");
     }
 }
