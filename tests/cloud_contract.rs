@@ -38,6 +38,7 @@ contract!(
     delete_is_idempotent_and_answers_not_found_once_gone,
     injected_http_errors_classify_the_same_whatever_the_body_style,
     rate_limits_report_retry_after_in_seconds_or_as_a_date_or_not_at_all,
+    garbage_truncated_and_huge_answers_are_transient_errors_never_a_success,
     latency_within_the_timeout_is_tolerated,
     a_hung_add_times_out_as_transient_and_creates_nothing,
     a_dropped_connection_is_transient_and_creates_nothing,
@@ -191,6 +192,25 @@ async fn injected_http_errors_classify_the_same_whatever_the_body_style(kind: Ki
         h.settle_breaker().await;
     }
     assert!(h.cloud.groups(&h.cluster).await.is_ok(), "healthy again");
+}
+
+async fn garbage_truncated_and_huge_answers_are_transient_errors_never_a_success(kind: Kind) {
+    let h = Harness::new(kind).await;
+    // Each answered with HTTP 200, where a careless client would take the body for a (partial) success.
+    for style in ["garbage", "truncated", "huge", "html"] {
+        let rule = h.fault(json!({"endpoint": "cluster", "times": 1,
+            "fault": {"kind": "http_error", "status": 200, "body_style": style}}));
+        match h.workers_or_err().await {
+            Err(CloudError::Transient { message, .. }) => {
+                let named = ["non-JSON", "truncated", "too large"].iter().any(|m| message.contains(m));
+                assert!(named, "{style}: the message says what was wrong with the answer: {message}");
+            }
+            other => panic!("{style}: expected a transient error, got {other:?}"),
+        }
+        h.sim.remove_fault(rule.id);
+        h.settle_breaker().await;
+    }
+    assert!(h.workers_or_err().await.is_ok(), "healthy again");
 }
 
 async fn rate_limits_report_retry_after_in_seconds_or_as_a_date_or_not_at_all(kind: Kind) {

@@ -102,7 +102,7 @@ async fn start(s: &Stack, step: &str, fault: Fault) -> Run {
     let mut names = setup.nodes.keys().cloned();
     let (old_node, other_node) = (names.next().unwrap(), names.next().unwrap());
     let drain_timeout = if fault == Fault::DrainTimeout { "8s" } else { "60s" };
-    s.arm_pause(step);
+    s.arm_pause_in(step, &setup.ns.name);
     let api = create(&setup, &rebalance("op", &setup, &[&old_node], json!({"drainTimeout": drain_timeout}))).await;
     if step == "rollback" {
         // A rollback to hold: a person asks for one once the replacement is on its way.

@@ -49,11 +49,22 @@ pub fn current_step(rb: &Rebalance) -> &'static str {
     }
 }
 
-/// Whether a pause at `step` is armed. A step that records itself and acts in the same pass (a drain of
-/// pods that leave at once) ends its pass early when asked, so that [`paused`] can hold it.
+/// Whether a pause at `step` is armed (for any namespace). A step that records itself and acts in the
+/// same pass (a drain of pods that leave at once) ends its pass early when asked, so that [`paused`] can
+/// hold it.
 pub(crate) fn pause_requested(step: &str) -> bool {
-    let Some(path) = hook_file() else { return false };
-    std::fs::read_to_string(&path).is_ok_and(|text| text.trim().strip_prefix("pause:") == Some(step))
+    armed().is_some_and(|(armed, _)| armed == step)
+}
+
+/// The armed pause: `pause:<step>` holds that step everywhere, `pause:<step>@<namespace>` only the
+/// objects of one namespace (a test's own, not those of a namespace being torn down beside it).
+fn armed() -> Option<(String, Option<String>)> {
+    let text = std::fs::read_to_string(hook_file()?).ok()?;
+    let rest = text.trim().strip_prefix("pause:")?;
+    Some(match rest.split_once('@') {
+        Some((step, ns)) => (step.to_string(), Some(ns.to_string())),
+        None => (rest.to_string(), None),
+    })
 }
 
 /// The step a VPSieNode is at, as the matrix's scale-up and scale-down rows name it.
@@ -71,16 +82,17 @@ pub fn node_step(vn: &VPSieNode) -> &'static str {
 
 /// Whether the Rebalance must be held here (and, if so, says so in the marker file).
 pub(crate) fn paused(rb: &Rebalance) -> bool {
-    hold(current_step(rb))
+    hold(current_step(rb), rb.metadata.namespace.as_deref())
 }
 
 /// Whether the VPSieNode must be held here (and, if so, says so in the marker file).
 pub(crate) fn node_paused(vn: &VPSieNode) -> bool {
-    hold(node_step(vn))
+    hold(node_step(vn), vn.metadata.namespace.as_deref())
 }
 
-fn hold(step: &str) -> bool {
-    if !pause_requested(step) {
+fn hold(step: &str, namespace: Option<&str>) -> bool {
+    let Some((armed, only_in)) = armed() else { return false };
+    if armed != step || only_in.is_some_and(|ns| Some(ns.as_str()) != namespace) {
         return false;
     }
     if let Some(path) = hook_file() {

@@ -157,6 +157,8 @@ pub struct ScaleDownPolicy {
 /// config file's `rebalancer:` block (the runbook's "Safe Defaults").
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("!has(self.maintenanceWindows) || self.maintenanceWindows.all(w, w.start != w.end)").message("a maintenance window needs different start and end times"))]
+#[x_kube(validation = Rule::new("!has(self.drainTimeout) || (duration(self.drainTimeout) >= duration('1s') && duration(self.drainTimeout) <= duration('24h'))").message(super::rebalance::DRAIN_TIMEOUT_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.healthCheckInterval) || (duration(self.healthCheckInterval) >= duration('1s') && duration(self.healthCheckInterval) <= duration('1h'))").message(super::rebalance::HEALTH_CHECK_INTERVAL_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct RebalancePolicy {
     /// Whether the rebalancer may replace this group's nodes with better-priced ones.

@@ -33,6 +33,8 @@ use super::nodegroup::RebalanceStrategy;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a Rebalance's spec is immutable: create a new Rebalance instead"))]
+#[x_kube(validation = Rule::new(DRAIN_TIMEOUT_RULE).message(DRAIN_TIMEOUT_MESSAGE))]
+#[x_kube(validation = Rule::new(HEALTH_CHECK_INTERVAL_RULE).message(HEALTH_CHECK_INTERVAL_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct RebalanceSpec {
     /// NodeGroup (same namespace) whose nodes are replaced.
@@ -49,6 +51,15 @@ pub struct RebalanceSpec {
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.oldNode == r.oldNode))").message("each old node may appear only once in replacements"))]
     pub replacements: Vec<PlannedReplacement>,
 }
+
+/// A drain bound of zero would roll back every operation at once, and one of days would keep a node
+/// cordoned for that long; both are typing mistakes, refused by the API server.
+pub const DRAIN_TIMEOUT_RULE: &str =
+    "duration(self.drainTimeout) >= duration('1s') && duration(self.drainTimeout) <= duration('24h')";
+pub const DRAIN_TIMEOUT_MESSAGE: &str = "drainTimeout must be between 1s and 24h (e.g. 300s)";
+pub const HEALTH_CHECK_INTERVAL_RULE: &str = "duration(self.healthCheckInterval) >= duration('1s') && \
+     duration(self.healthCheckInterval) <= duration('1h')";
+pub const HEALTH_CHECK_INTERVAL_MESSAGE: &str = "healthCheckInterval must be between 1s and 1h (e.g. 30s)";
 
 /// One node to replace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -231,6 +231,25 @@ fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
     if d <= SignedDuration::ZERO { Duration::ZERO } else { d.unsigned_abs() }
 }
 
+/// The first replacement still to be made or finished onto an offering its group no longer allows (a
+/// person took the offering out of the NodeGroup mid-operation): finishing would leave a node the group
+/// forbids, so the operation rolls back. Committed (`Removing`) and ended steps are left alone.
+/// `new_offerings` are the spec's, step by step; `allowed` the group's offering identifiers now.
+pub fn withdrawn_offering(status: &RebalanceStatus, new_offerings: &[&str], allowed: &[String]) -> Option<String> {
+    use StepPhase::*;
+    status.steps.iter().zip(new_offerings).find_map(|(step, offering)| {
+        let open = matches!(step.phase, Pending | Provisioning | ReplacementReady | Cordoned | Draining | Verifying);
+        (open && !allowed.iter().any(|a| a == offering)).then(|| {
+            format!(
+                "offering {offering} of the replacement for node {} is no longer allowed by the NodeGroup \
+                 (allowed now: {})",
+                step.old_node,
+                if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+            )
+        })
+    })
+}
+
 /// What a rollback still has to do, in order: uncordon what this operation cordoned, terminate the
 /// replacements of steps that did not complete, take every label off, verify.
 #[derive(Debug, Clone, PartialEq)]

@@ -269,3 +269,20 @@ fn a_step_recorded_as_removing_whose_deletion_never_started_is_undone_like_any_o
     // Removing steps had their cordon recorded as ours earlier; the fixture's Removing has none.
     assert_eq!(undo(&status, &view, 0), Undo::Terminate(0));
 }
+
+#[test]
+fn an_offering_taken_out_of_the_group_mid_operation_stops_the_steps_not_yet_committed() {
+    let mut first = step(StepPhase::Draining);
+    first.old_node = "n1".into();
+    let status = running(vec![first, step(StepPhase::Pending)]);
+    let allowed = vec!["5".to_string()];
+    let found = withdrawn_offering(&status, &["2", "2"], &allowed).expect("a withdrawn offering");
+    assert!(found.contains("offering 2") && found.contains("node n1") && found.contains("allowed now: 5"), "{found}");
+    assert_eq!(withdrawn_offering(&status, &["2", "2"], &["5".to_string(), "2".to_string()]), None);
+}
+
+#[test]
+fn committed_and_ended_steps_are_not_stopped_by_a_withdrawn_offering() {
+    let status = running(vec![step(StepPhase::Removing), step(StepPhase::Done), step(StepPhase::RolledBack)]);
+    assert_eq!(withdrawn_offering(&status, &["2", "2", "2"], &[]), None);
+}

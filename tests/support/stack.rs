@@ -264,6 +264,11 @@ impl Stack {
         std::fs::write(self.dir.join("crash-at"), format!("pause:{step}")).unwrap();
     }
 
+    /// As [`Stack::arm_pause`], for the objects of `namespace` only.
+    pub fn arm_pause_in(&self, step: &str, namespace: &str) {
+        self.arm_pause(&format!("{step}@{namespace}"));
+    }
+
     /// Whether an operation is being held at the armed pause.
     pub fn paused(&self) -> bool {
         self.dir.join("crash-at.paused").exists()

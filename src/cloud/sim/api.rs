@@ -166,6 +166,13 @@ pub fn error_parts(
             status,
             format!("<html><head><title>{status}</title></head><body><h1>{message}</h1></body></html>").into_bytes(),
         ),
+        BodyStyle::Garbage => (status, b"\x00\xff\xfe garbage \x1b[0m not json".to_vec()),
+        BodyStyle::Truncated => (status, br#"{"error":false,"data":[{"identifier":"3f2a"#.to_vec()),
+        BodyStyle::Huge => {
+            let mut body = br#"{"error":false,"data":""#.to_vec();
+            body.resize(11 * 1024 * 1024, b'x');
+            (status, body)
+        }
     };
     (http, retry, body)
 }

@@ -43,6 +43,12 @@ pub enum BodyStyle {
     Empty,
     /// The status with a proxy's HTML page.
     Html,
+    /// The status with bytes that are not JSON at all.
+    Garbage,
+    /// The status with a success envelope cut off mid-way (a connection lost behind a proxy).
+    Truncated,
+    /// The status with an unterminated body larger than any client should buffer (11 MiB).
+    Huge,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

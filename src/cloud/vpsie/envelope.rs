@@ -41,15 +41,24 @@ pub fn parse_response(status: u16, body: &[u8], retry_after: Option<Duration>) -
             Err(classify(status, "empty response body", retry_after))
         };
     }
-    let Ok(value) = serde_json::from_slice::<Value>(trimmed) else {
-        // A proxy's HTML page or garbage. With a 2xx we cannot tell whether the call
+    let value = match serde_json::from_slice::<Value>(trimmed) {
+        Ok(value) => value,
+        // A proxy's HTML page, garbage, or JSON cut off. With a 2xx we cannot tell whether the call
         // took effect, which is exactly what Transient means.
-        let what = if looks_like_html(trimmed) { "non-JSON (HTML) response body" } else { "non-JSON response body" };
-        return Err(if ok_status {
-            CloudError::Transient { status: Some(status), message: what.into() }
-        } else {
-            classify(status, what, retry_after)
-        });
+        Err(e) => {
+            let what = if looks_like_html(trimmed) {
+                "non-JSON (HTML) response body"
+            } else if e.is_eof() {
+                "truncated JSON response body"
+            } else {
+                "non-JSON response body"
+            };
+            return Err(if ok_status {
+                CloudError::Transient { status: Some(status), message: what.into() }
+            } else {
+                classify(status, what, retry_after)
+            });
+        }
     };
     if let Value::Object(map) = &value {
         let flagged = map.get("error").is_some_and(error_flag);
@@ -306,6 +315,20 @@ mod tests {
         assert_eq!(lenient_bool(&json!(0)), Some(false));
         assert_eq!(lenient_bool(&json!("false")), Some(false));
         assert_eq!(lenient_bool(&json!("maybe")), None);
+    }
+
+    #[test]
+    fn a_success_cut_off_mid_way_is_a_transient_error_that_says_truncated() {
+        match parse_response(200, br#"{"error":false,"data":[{"identifier":"3f"#, None) {
+            Err(CloudError::Transient { status: Some(200), message }) => {
+                assert!(message.contains("truncated"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_response(200, b"\x00\xff garbage", None) {
+            Err(CloudError::Transient { message, .. }) => assert_eq!(message, "non-JSON response body"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

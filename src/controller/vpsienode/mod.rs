@@ -45,6 +45,10 @@ async fn reconcile_inner(vn: Arc<VPSieNode>, ctx: Arc<Context>) -> Result<Action
     if !ctx.is_leader() {
         return Ok(Action::requeue(super::FOLLOWER_RECHECK));
     }
+    // Before the finalizer, so that a deletion's cleanup (a scale-down's VM deletion) can be held too.
+    if super::test_hooks::node_paused(&vn) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let ns = vn.namespace().unwrap_or_default();
     let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, vn, move |event| async move {
@@ -61,9 +65,6 @@ async fn reconcile_inner(vn: Arc<VPSieNode>, ctx: Arc<Context>) -> Result<Action
 }
 
 async fn apply(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
-    if super::test_hooks::node_paused(&vn) {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
     let phase = vn.status.as_ref().map(|s| s.phase).unwrap_or_default();
     match phase {
         VPSieNodePhase::Pending => provision::request(vn, ctx).await,
