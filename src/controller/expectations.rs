@@ -45,6 +45,19 @@ impl Expectations {
         out
     }
 
+    /// Records the watch has not confirmed after `after`: normally a watch delay of milliseconds, so one
+    /// this old was probably created and deleted between two passes (a person deleted it at once), and
+    /// without a check it would hold phantom capacity until [`EXPECTATION_TTL`].
+    pub fn overdue(&self, after: Duration, now: Instant) -> Vec<String> {
+        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        created.iter().filter(|(_, e)| now.saturating_duration_since(e.at) >= after).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Drops a record whose object is known to be gone.
+    pub fn forget(&self, vpsienode: &str) {
+        self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(vpsienode);
+    }
+
     /// Forgets everything: a replica that stops leading no longer knows what the next leader creates.
     pub fn clear(&self) {
         self.created.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -80,6 +93,18 @@ mod tests {
         let t = Instant::now();
         e.created("ns/web-abcde", "ns/web", "plan-2", t);
         assert!(e.unobserved(|_| false, t + EXPECTATION_TTL).is_empty());
+    }
+
+    #[test]
+    fn a_record_older_than_a_watch_delay_is_overdue_and_can_be_forgotten() {
+        let e = Expectations::default();
+        let t = Instant::now();
+        e.created("ns/web-old", "ns/web", "plan-2", t);
+        e.created("ns/web-new", "ns/web", "plan-2", t + Duration::from_secs(9));
+        assert_eq!(e.overdue(Duration::from_secs(5), t + Duration::from_secs(10)), vec!["ns/web-old".to_string()]);
+        e.forget("ns/web-old");
+        let unseen = e.unobserved(|_| false, t + Duration::from_secs(10));
+        assert_eq!(unseen.get("ns/web").map(Vec::len), Some(1), "only the forgotten record is gone");
     }
 
     #[test]

@@ -104,6 +104,7 @@ async fn pass(
     let mut infos = Vec::new();
     let mut cloud_trouble: BTreeMap<String, String> = BTreeMap::new();
     let cached: BTreeSet<String> = vpsienodes.iter().map(vpsienode_key).collect();
+    forget_deleted(ctx, &cached).await;
     let mut unobserved = ctx.expectations.unobserved(|name| cached.contains(name), std::time::Instant::now());
     let known_nodes: BTreeSet<String> =
         stores.nodes.state().iter().filter(|n| super::rebalance::objects::is_ready(n)).map(|n| n.name_any()).collect();
@@ -286,6 +287,24 @@ pub(crate) fn node_owners(vpsienodes: &[VPSieNode]) -> impl Iterator<Item = (&st
         let node = v.status.as_ref()?.node_name.as_deref()?;
         Some((node, v.metadata.namespace.as_deref()?))
     })
+}
+
+/// A VPSieNode we created that the cache has not shown for longer than any watch delay was most likely
+/// deleted before a pass saw it: one read settles it, so its capacity is not counted as on its way for
+/// the rest of the expectation's lifetime (a pending pod would wait that long for nothing). Rare, so the
+/// read costs nothing at steady state.
+async fn forget_deleted(ctx: &Context, cached: &BTreeSet<String>) {
+    for name in ctx.expectations.overdue(Duration::from_secs(5), std::time::Instant::now()) {
+        if cached.contains(&name) {
+            continue;
+        }
+        let Some((ns, vn)) = name.split_once('/') else { continue };
+        let api: Api<VPSieNode> = Api::namespaced(ctx.client.clone(), ns);
+        if let Ok(None) = api.get_opt(vn).await {
+            tracing::debug!(vpsienode = %name, "a VPSieNode we created is gone before the cache showed it");
+            ctx.expectations.forget(&name);
+        }
+    }
 }
 
 fn vpsienode_key(vn: &VPSieNode) -> String {
