@@ -39,7 +39,7 @@ pub async fn step(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
     let mut view = objects::view(shared, rb).await?;
     view.degraded = degraded(shared, rb);
     let status = rb.status.clone().unwrap_or_default();
-    if let Some(problem) = withdrawn_offering(shared, rb, &status).await? {
+    if let Some(problem) = withdrawn_offering(shared, rb, &status).await {
         let trigger = crate::crd::rebalance::RollbackTrigger::CannotContinue;
         return fail(shared, rb, status, &settings, trigger, problem).await;
     }
@@ -48,22 +48,17 @@ pub async fn step(shared: &Shared, rb: &Rebalance) -> Result<Action, Error> {
     act(shared, rb, status, &settings, &view, next).await
 }
 
-/// Reads the group's allowed offerings now (a fresh NodeGroup, the cached catalogue) and asks the step
-/// machine whether an unfinished replacement's offering was taken out. Undecided while VPSie cannot be
-/// read: a cloud outage is not a reason to roll back.
-async fn withdrawn_offering(
-    shared: &Shared,
-    rb: &Rebalance,
-    status: &RebalanceStatus,
-) -> Result<Option<String>, Error> {
-    let ns = rb.namespace().unwrap_or_default();
-    let Some(group) = objects::group(shared, &ns, &rb.spec.node_group).await? else { return Ok(None) };
-    let Ok(allowed) = crate::controller::autoscale::allowed_offerings(&shared.ctx, &group).await else {
-        return Ok(None);
-    };
+/// Reads the group's allowed offerings now (the watched NodeGroup, the cached catalogue: no request per
+/// pass) and asks the step machine whether an unfinished replacement's offering was taken out. Undecided
+/// while VPSie cannot be read: a cloud outage is not a reason to roll back.
+async fn withdrawn_offering(shared: &Shared, rb: &Rebalance, status: &RebalanceStatus) -> Option<String> {
+    let ns = rb.namespace();
+    let watched = shared.stores.groups.state();
+    let group = watched.iter().find(|g| g.namespace() == ns && g.name_any() == rb.spec.node_group)?;
+    let allowed = crate::controller::autoscale::allowed_offerings(&shared.ctx, group).await.ok()?;
     let allowed: Vec<String> = allowed.into_iter().map(|o| o.id).collect();
     let offerings: Vec<&str> = rb.spec.replacements.iter().map(|r| r.new_offering.as_str()).collect();
-    Ok(execute::withdrawn_offering(status, &offerings, &allowed))
+    execute::withdrawn_offering(status, &offerings, &allowed)
 }
 
 async fn act(
