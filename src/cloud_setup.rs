@@ -21,6 +21,7 @@ use crate::{
 pub async fn provider(
     client: &Client,
     args: &RunArgs,
+    breaker: &crate::config::CircuitBreaker,
     registry: &mut Registry,
 ) -> anyhow::Result<Arc<dyn CloudProvider>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.vpsie_secret_namespace);
@@ -37,11 +38,13 @@ pub async fn provider(
     let credentials = Credentials::from_secret_map(&data).with_context(|| {
         format!("the Secret {}/{} holds no usable VPSie credentials", args.vpsie_secret_namespace, args.vpsie_secret)
     })?;
-    let config = if is_loopback(&args.vpsie_url) {
+    let mut config = if is_loopback(&args.vpsie_url) {
         VpsieConfig::for_simulator(args.vpsie_url.clone())
     } else {
         VpsieConfig { base_url: args.vpsie_url.clone(), ..VpsieConfig::default() }
     };
+    config.breaker.failure_threshold = breaker.failure_threshold;
+    config.breaker.open_for = breaker.open_for();
     let client = VpsieClient::new(config, credentials).context("configuring the VPSie API client")?;
     client.register_metrics(registry);
     Ok(Arc::new(Metered::new(client, registry)))

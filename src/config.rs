@@ -30,6 +30,39 @@ pub struct Config {
     pub node_lifecycle: NodeLifecycle,
     #[serde(default)]
     pub autoscaling: Autoscaling,
+    #[serde(default)]
+    pub vpsie_api: VpsieApi,
+}
+
+/// How the controller protects itself and VPSie when the API misbehaves.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VpsieApi {
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+}
+
+/// After `failureThreshold` failed calls in a row, calls are refused (never sent) for `openFor`; then one
+/// probe decides whether the API is back.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    #[serde(default = "five")]
+    pub failure_threshold: u32,
+    #[serde(default = "secs::<30>")]
+    pub open_for: KubeDuration,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self { failure_threshold: five(), open_for: secs::<30>() }
+    }
+}
+
+impl CircuitBreaker {
+    pub fn open_for(&self) -> Duration {
+        self.open_for.to_duration().unwrap_or(Duration::from_secs(30))
+    }
 }
 
 /// When the autoscale loop plans. It plans as soon as something asks for it (a pod the scheduler gave
@@ -46,11 +79,20 @@ pub struct Autoscaling {
     pub batch_max_duration: KubeDuration,
     #[serde(default = "secs::<10>")]
     pub pass_interval: KubeDuration,
+    /// After a VPSieNode of a group failed (quota, a create that failed, a worker that never joined), the
+    /// group adds nothing for this long: no retry storm against a refusing cloud.
+    #[serde(default = "secs::<60>")]
+    pub failure_backoff: KubeDuration,
 }
 
 impl Default for Autoscaling {
     fn default() -> Self {
-        Self { batch_idle_duration: secs::<1>(), batch_max_duration: secs::<10>(), pass_interval: secs::<10>() }
+        Self {
+            batch_idle_duration: secs::<1>(),
+            batch_max_duration: secs::<10>(),
+            pass_interval: secs::<10>(),
+            failure_backoff: secs::<60>(),
+        }
     }
 }
 
@@ -65,6 +107,10 @@ impl Autoscaling {
 
     pub fn pass_interval(&self) -> Duration {
         self.pass_interval.to_duration().unwrap_or(Duration::from_secs(10))
+    }
+
+    pub fn failure_backoff(&self) -> Duration {
+        self.failure_backoff.to_duration().unwrap_or(Duration::from_secs(60))
     }
 }
 
@@ -138,6 +184,9 @@ pub struct NodeLifecycle {
 
 fn one() -> i32 {
     1
+}
+fn five() -> u32 {
+    5
 }
 fn ten() -> i32 {
     10
@@ -287,6 +336,15 @@ impl Config {
         bounded("autoscaling.batchIdleDuration", &a.batch_idle_duration, ms(0), s(60))?;
         bounded("autoscaling.batchMaxDuration", &a.batch_max_duration, ms(0), s(600))?;
         bounded("autoscaling.passInterval", &a.pass_interval, ms(100), s(600))?;
+        bounded("autoscaling.failureBackoff", &a.failure_backoff, s(1), s(3600))?;
+        let b = &self.vpsie_api.circuit_breaker;
+        bounded("vpsieApi.circuitBreaker.openFor", &b.open_for, s(1), s(600))?;
+        if !(1..=100).contains(&b.failure_threshold) {
+            return Err(invalid(
+                "vpsieApi.circuitBreaker.failureThreshold",
+                format!("must be between 1 and 100, got {}", b.failure_threshold),
+            ));
+        }
         if a.batch_idle_duration.to_duration().ok() > a.batch_max_duration.to_duration().ok() {
             return Err(invalid(
                 "autoscaling.batchIdleDuration",
@@ -375,6 +433,28 @@ rebalancer:
         assert!(err.contains("autoscaling.batchIdleDuration") && err.contains("batchMaxDuration (5s)"), "{err}");
         let err = rejected("autoscaling:\n  passInterval: 10ms\n");
         assert!(err.contains("autoscaling.passInterval"), "{err}");
+    }
+
+    #[test]
+    fn the_failure_backoff_and_the_breaker_default_to_a_minute_and_five_failures_for_thirty_seconds() {
+        let defaults = Config::parse("", "c").unwrap();
+        assert_eq!(defaults.autoscaling.failure_backoff(), Duration::from_secs(60));
+        assert_eq!(defaults.vpsie_api.circuit_breaker.failure_threshold, 5);
+        assert_eq!(defaults.vpsie_api.circuit_breaker.open_for(), Duration::from_secs(30));
+        let tuned = Config::parse(
+            "autoscaling:\n  failureBackoff: 5s\nvpsieApi:\n  circuitBreaker:\n    failureThreshold: 3\n    openFor: 4s\n",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(tuned.autoscaling.failure_backoff(), Duration::from_secs(5));
+        assert_eq!(tuned.vpsie_api.circuit_breaker.failure_threshold, 3);
+        assert_eq!(tuned.vpsie_api.circuit_breaker.open_for(), Duration::from_secs(4));
+        let err = rejected("vpsieApi:\n  circuitBreaker:\n    openFor: 0s\n");
+        assert!(err.contains("vpsieApi.circuitBreaker.openFor"), "{err}");
+        let err = rejected("vpsieApi:\n  circuitBreaker:\n    failureThreshold: 0\n");
+        assert!(err.contains("vpsieApi.circuitBreaker.failureThreshold") && err.contains("got 0"), "{err}");
+        let err = rejected("autoscaling:\n  failureBackoff: 2d\n");
+        assert!(err.contains("autoscaling.failureBackoff"), "{err}");
     }
 
     #[test]

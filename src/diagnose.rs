@@ -336,7 +336,7 @@ fn series_sum(text: &str, name: &str, matcher: &str) -> f64 {
 async fn vpsie(client: &Client, args: &DiagnoseArgs, groups: &[NodeGroup], dir: &Path, f: &mut Findings) {
     let secret = format!("{}/{}", args.run.vpsie_secret_namespace, args.run.vpsie_secret);
     let mut registry = Registry::default();
-    let cloud = match crate::cloud_setup::provider(client, &args.run, &mut registry).await {
+    let cloud = match crate::cloud_setup::provider(client, &args.run, &Default::default(), &mut registry).await {
         Ok(c) => c,
         Err(e) => {
             // The setup's errors name the Secret and what is wrong with it, never its values.

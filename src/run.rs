@@ -84,7 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let client = counted_kube_client(args.kubeconfig.as_deref(), KubeRequests::register(&mut registry)).await?;
-    let cloud = crate::cloud_setup::provider(&client, &args, &mut registry).await?;
+    let cloud = crate::cloud_setup::provider(&client, &args, &config.vpsie_api.circuit_breaker, &mut registry).await?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone());

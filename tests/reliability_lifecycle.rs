@@ -39,7 +39,11 @@ static GENERATION: AtomicU32 = AtomicU32::new(1);
 const WAIT: Duration = Duration::from_secs(240);
 
 fn stack() -> &'static Stack {
-    support::stack::stack("nodeLifecycle:\n  provisioningTimeout: 20s\n  joiningTimeout: 20s\n  drainTimeout: 20s\n")
+    // As in the rebalance matrix: a 5 s breaker and group backoff make each fault's wait short, not different.
+    support::stack::stack(
+        "nodeLifecycle:\n  provisioningTimeout: 20s\n  joiningTimeout: 20s\n  drainTimeout: 20s\n\
+         autoscaling:\n  failureBackoff: 5s\nvpsieApi:\n  circuitBreaker:\n    openFor: 5s\n",
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

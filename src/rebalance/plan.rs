@@ -30,7 +30,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     };
     let client = crate::run::kube_client(args.run.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
-    let cloud = crate::cloud_setup::provider(&client, &args.run, &mut registry).await?;
+    let cloud = crate::cloud_setup::provider(&client, &args.run, &Default::default(), &mut registry).await?;
 
     let groups: Vec<NodeGroup> = list(&client, "NodeGroups").await?;
     let vpsienodes: Vec<VPSieNode> = list(&client, "VPSieNodes").await?;

@@ -39,9 +39,6 @@ use crate::{
 
 mod report;
 
-/// After a VPSieNode of a group failed, the group adds nothing for this long (no retry storms on quota).
-const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
-
 /// The watched objects the loop reads; all replicas keep them warm.
 #[derive(Clone)]
 pub struct Stores {
@@ -155,7 +152,7 @@ async fn pass(
     let mut scaled_up: BTreeMap<String, i32> = BTreeMap::new();
     for plan in &up.groups {
         let Some(group) = groups.iter().find(|g| same(g, &plan.group.namespace, &plan.group.name)) else { continue };
-        if let Some(failed) = recent_failure(&vpsienodes, group) {
+        if let Some(failed) = recent_failure(&vpsienodes, group, ctx.config.autoscaling.failure_backoff()) {
             tracing::info!(group = %key(group), %failed, "scale-up held back after a recent failure");
             continue;
         }
@@ -361,12 +358,12 @@ fn just_ready(vpsienodes: &[VPSieNode], group: &NodeGroup, known_nodes: &BTreeSe
 }
 
 /// A VPSieNode of the group that failed within the backoff window.
-fn recent_failure(vpsienodes: &[VPSieNode], group: &NodeGroup) -> Option<String> {
+fn recent_failure(vpsienodes: &[VPSieNode], group: &NodeGroup, backoff: Duration) -> Option<String> {
     vpsienodes.iter().find_map(|v| {
         let s = v.status.as_ref()?;
         let ours = belongs_to(v, group);
         let since = s.last_phase_transition.as_ref()?.0;
-        let recent = Timestamp::now().duration_since(since).as_secs_f64() < FAILURE_BACKOFF.as_secs_f64();
+        let recent = Timestamp::now().duration_since(since).as_secs_f64() < backoff.as_secs_f64();
         (ours && s.phase == VPSieNodePhase::Failed && recent).then(|| v.name_any())
     })
 }
