@@ -6,6 +6,7 @@
 
 pub mod autoscale;
 pub mod expectations;
+pub mod listing;
 pub mod orphans;
 pub mod podcache;
 pub mod rebalance;
@@ -380,6 +381,7 @@ where
 /// cached, and the future that keeps it fed (errors are logged and the watch backs off and resumes).
 fn reflect<K>(
     client: &Client,
+    initial: listing::InitialList,
     what: &'static str,
     strip: fn(&mut K),
 ) -> (kube::runtime::reflector::Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
@@ -387,9 +389,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip);
+    let stream = watcher(Api::<K>::all(client.clone()), initial.watcher_config()).default_backoff().modify(strip);
     let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = what, "watch error");
@@ -417,10 +417,11 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
     let nodegroups = Controller::new(Api::<NodeGroup>::all(client.clone()), watcher::Config::default().any_semantic());
     let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
     let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
-    let (node_store, node_watch) = reflect::<Node>(&client, "node", strip_node);
-    let (pod_store, pod_watch) = podcache::watch(&client, ctx.wake.clone());
+    let initial = listing::probe(&client).await;
+    let (node_store, node_watch) = reflect::<Node>(&client, initial, "node", strip_node);
+    let (pod_store, pod_watch) = podcache::watch(&client, initial, ctx.wake.clone());
     let (pdb_store, pdb_watch) =
-        reflect::<PodDisruptionBudget>(&client, "poddisruptionbudget", |p| p.metadata.managed_fields = None);
+        reflect::<PodDisruptionBudget>(&client, initial, "poddisruptionbudget", |p| p.metadata.managed_fields = None);
 
     let stores = autoscale::Stores {
         nodes: node_store,

@@ -19,7 +19,7 @@ use kube::{
     },
 };
 
-use super::wake::Wake;
+use super::{listing::InitialList, wake::Wake};
 use crate::snapshot::{PodRecord, pod_record};
 
 /// One watched pod: what the snapshot needs of it, or why it cannot be read.
@@ -95,9 +95,14 @@ fn convert(event: watcher::Event<Pod>, wake: &Wake) -> watcher::Event<WatchedPod
 
 /// The pod cache and the future that keeps it fed (watch errors are logged; the watch backs off and
 /// resumes).
-pub fn watch(client: &Client, wake: Arc<Wake>) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
+pub fn watch(
+    client: &Client,
+    initial: InitialList,
+    wake: Arc<Wake>,
+) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
     let (store, writer) = reflector::store::<WatchedPod>();
-    let stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().any_semantic())
+    // Never `any_semantic`: the server would answer the initial list as one body of every pod.
+    let stream = watcher(Api::<Pod>::all(client.clone()), initial.watcher_config())
         .default_backoff()
         .map_ok(move |event| convert(event, &wake));
     let fed = reflector::reflector(writer, stream).for_each(|event| async move {
