@@ -20,7 +20,7 @@ use kube::{
 };
 
 use super::{listing::InitialList, wake::Wake};
-use crate::snapshot::{PodRecord, pod_record};
+use crate::snapshot::{PodRecord, convert::pod_record_shared, intern::Interner, pod_record};
 
 /// One watched pod: what the snapshot needs of it, or why it cannot be read.
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct WatchedPod(pub PodRecord);
 impl WatchedPod {
     pub fn from_pod(pod: &Pod) -> Self {
         Self(pod_record(pod))
+    }
+
+    fn from_pod_shared(pod: &Pod, interner: &mut Interner) -> Self {
+        Self(pod_record_shared(pod, interner))
     }
 
     fn namespace_and_name(&self) -> (&str, &str) {
@@ -77,10 +81,10 @@ impl Lookup for WatchedPod {
 
 /// Converts one watch event; a pod that became (or still is) unschedulable wakes the planner, whose
 /// batching window folds a burst of them into one pass.
-fn convert(event: watcher::Event<Pod>, wake: &Wake) -> watcher::Event<WatchedPod> {
+fn convert(event: watcher::Event<Pod>, wake: &Wake, interner: &mut Interner) -> watcher::Event<WatchedPod> {
     match event {
         watcher::Event::Apply(pod) => {
-            let watched = WatchedPod::from_pod(&pod);
+            let watched = WatchedPod::from_pod_shared(&pod, interner);
             if watched.is_pending_unschedulable() {
                 wake.pod_unschedulable();
             }
@@ -88,7 +92,7 @@ fn convert(event: watcher::Event<Pod>, wake: &Wake) -> watcher::Event<WatchedPod
         }
         watcher::Event::Delete(pod) => watcher::Event::Delete(WatchedPod::from_pod(&pod)),
         watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(pod) => watcher::Event::InitApply(WatchedPod::from_pod(&pod)),
+        watcher::Event::InitApply(pod) => watcher::Event::InitApply(WatchedPod::from_pod_shared(&pod, interner)),
         watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
@@ -102,9 +106,11 @@ pub fn watch(
 ) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
     let (store, writer) = reflector::store::<WatchedPod>();
     // Never `any_semantic`: the server would answer the initial list as one body of every pod.
-    let stream = watcher(Api::<Pod>::all(client.clone()), initial.watcher_config())
-        .default_backoff()
-        .map_ok(move |event| convert(event, &wake));
+    let stream = watcher(Api::<Pod>::all(client.clone()), initial.watcher_config()).default_backoff().map_ok({
+        // One interner for the cache's life: a pod's labels are shared with its replicas'.
+        let mut interner = Interner::default();
+        move |event| convert(event, &wake, &mut interner)
+    });
     let fed = reflector::reflector(writer, stream).for_each(|event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = "pod", "watch error");
@@ -128,6 +134,7 @@ mod tests {
 
     use super::{WatchedPod, convert, unschedulable_pods};
     use crate::controller::wake::Wake;
+    use crate::snapshot::intern::Interner;
 
     fn pod(name: &str, node: Option<&str>, unschedulable: bool) -> Pod {
         let status = if unschedulable {
@@ -164,11 +171,42 @@ mod tests {
     #[test]
     fn only_an_unschedulable_pod_wakes_the_planner() {
         let wake = Wake::default();
-        let _ = convert(watcher::Event::Apply(pod("running", Some("n1"), false)), &wake);
-        let _ = convert(watcher::Event::InitApply(pod("listed", None, true)), &wake);
+        let mut interner = Interner::default();
+        let _ = convert(watcher::Event::Apply(pod("running", Some("n1"), false)), &wake, &mut interner);
+        let _ = convert(watcher::Event::InitApply(pod("listed", None, true)), &wake, &mut interner);
         assert_eq!(wake.pending(), 0, "a running pod and a relisted one wake nothing");
-        let _ = convert(watcher::Event::Apply(pod("waiting", None, true)), &wake);
+        let _ = convert(watcher::Event::Apply(pod("waiting", None, true)), &wake, &mut interner);
         assert_eq!(wake.pending(), 1);
+    }
+
+    #[test]
+    fn replicas_with_equal_labels_and_tolerations_share_one_copy_in_the_cache() {
+        let wake = Wake::default();
+        let mut interner = Interner::default();
+        let mut cached = |p: Pod| match convert(watcher::Event::InitApply(p), &wake, &mut interner) {
+            watcher::Event::InitApply(WatchedPod(Ok(info))) => info,
+            other => panic!("{other:?}"),
+        };
+        let tolerating = |mut p: Pod| {
+            p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+            p.spec.as_mut().unwrap().tolerations = Some(vec![k8s_openapi::api::core::v1::Toleration {
+                key: Some("node.kubernetes.io/not-ready".into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(300),
+                ..Default::default()
+            }]);
+            p
+        };
+        let a = cached(tolerating(pod("web-1", Some("n1"), false)));
+        let b = cached(tolerating(pod("web-2", Some("n2"), false)));
+        assert!(Arc::ptr_eq(&a.labels, &b.labels) && Arc::ptr_eq(&a.tolerations, &b.tolerations));
+        assert_eq!(a.tolerations.len(), 1);
+        let mut other = pod("api-1", Some("n1"), false);
+        other.metadata.labels = Some([("app".to_string(), "api".to_string())].into());
+        let c = cached(other);
+        assert!(!Arc::ptr_eq(&a.labels, &c.labels));
+        assert_eq!(c.labels.get("app").map(String::as_str), Some("api"));
     }
 
     #[test]

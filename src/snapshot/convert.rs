@@ -17,7 +17,7 @@ use k8s_openapi::{
 use super::{
     GroupInfo, LabelSelector, NODEGROUP_LABEL, NodeInfo, NodeSelectorTerm, PdbInfo, PodInfo, PodPhase, QuantityError,
     Requirement, Resources, SelectorOperator, Skipped, Snapshot, Taint, TaintEffect, Toleration, TolerationOperator,
-    parse_millis, parse_units,
+    intern::Interner, parse_millis, parse_units,
 };
 use crate::crd::DO_NOT_DISRUPT_ANNOTATION;
 
@@ -206,6 +206,11 @@ fn pod_requests(pod: &Pod) -> Result<Amounts, ConvertError> {
 
 impl PodInfo {
     pub fn from_k8s(pod: &Pod) -> Result<Self, ConvertError> {
+        Self::from_k8s_shared(pod, &mut Interner::default())
+    }
+
+    /// As [`PodInfo::from_k8s`], sharing labels and tolerations equal to those of pods `interner` saw.
+    pub fn from_k8s_shared(pod: &Pod, interner: &mut Interner) -> Result<Self, ConvertError> {
         let meta = &pod.metadata;
         let name = meta.name.clone().ok_or(ConvertError::MissingName)?;
         let spec = pod.spec.as_ref();
@@ -255,7 +260,7 @@ impl PodInfo {
                     },
                 })
             })
-            .collect::<Result<_, ConvertError>>()?;
+            .collect::<Result<Vec<_>, ConvertError>>()?;
         let controller_kind =
             meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.kind.clone());
         let scheduled =
@@ -272,13 +277,13 @@ impl PodInfo {
         Ok(PodInfo {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name,
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: interner.labels(meta.labels.clone().unwrap_or_default()),
             node_name,
             requests,
             extended_requests,
             node_selector: spec.and_then(|s| s.node_selector.clone()).unwrap_or_default(),
             required_affinity,
-            tolerations,
+            tolerations: interner.tolerations(tolerations),
             is_daemonset: controller_kind.as_deref() == Some("DaemonSet"),
             controller_kind,
             is_mirror: annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)),
@@ -328,7 +333,12 @@ pub type PodRecord = Result<Arc<PodInfo>, Skipped>;
 
 /// Converts one pod for the snapshot.
 pub fn pod_record(pod: &Pod) -> PodRecord {
-    PodInfo::from_k8s(pod).map(Arc::new).map_err(|err| Skipped {
+    pod_record_shared(pod, &mut Interner::default())
+}
+
+/// As [`pod_record`], sharing what equals what `interner` saw (the pod cache keeps one for every pod).
+pub fn pod_record_shared(pod: &Pod, interner: &mut Interner) -> PodRecord {
+    PodInfo::from_k8s_shared(pod, interner).map(Arc::new).map_err(|err| Skipped {
         kind: "Pod",
         name: format!(
             "{}/{}",

@@ -9,6 +9,7 @@
 
 pub mod convert;
 pub mod group;
+pub mod intern;
 pub mod offerings;
 pub mod quantity;
 pub mod wellknown;
@@ -119,14 +120,14 @@ impl fmt::Display for Taint {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TolerationOperator {
     Equal,
     Exists,
 }
 
 /// A pod's toleration. An empty key with `Exists` tolerates every taint; no effect means every effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Toleration {
     pub key: Option<String>,
     pub operator: TolerationOperator,
@@ -202,7 +203,8 @@ pub enum PodPhase {
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    /// Shared with the other pods that have equal labels (see [`intern`]).
+    pub labels: Arc<BTreeMap<String, String>>,
     pub node_name: Option<String>,
     /// What the scheduler reserves for the pod: containers, the init-container maximum, overhead; `pods` is 1.
     pub requests: Resources,
@@ -211,7 +213,8 @@ pub struct PodInfo {
     pub node_selector: BTreeMap<String, String>,
     /// Terms of required node affinity, any one of which must match; `None` means no such affinity.
     pub required_affinity: Option<Vec<NodeSelectorTerm>>,
-    pub tolerations: Vec<Toleration>,
+    /// Shared like the labels.
+    pub tolerations: Arc<[Toleration]>,
     /// Kind of the owner reference marked `controller: true`.
     pub controller_kind: Option<String>,
     pub is_daemonset: bool,

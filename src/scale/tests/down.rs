@@ -187,7 +187,7 @@ fn a_pdb_budget_spent_by_one_removal_is_not_spent_again_in_the_same_plan() {
     let nodes = vec![node("x", Some("g1"), 4, 8), node("y", Some("g2"), 4, 8), node("spare", None, 8, 16)];
     let pods = vec![on(pod("web-1", 500, 256), "x"), on(pod("web-2", 500, 256), "y")]
         .into_iter()
-        .map(|p| p.with(|p| p.labels = labels(&[("app", "web")])))
+        .map(|p| p.with(|p| p.labels = labels(&[("app", "web")]).into()))
         .collect();
     let groups = ["g1", "g2"].map(|g| group(g, 0, 5, vec![]).with(|g| g.current_nodes = 1)).to_vec();
     let snap = Snapshot { pdbs: vec![pdb("web-pdb", "web", 1)], ..snapshot(nodes, pods, groups) };

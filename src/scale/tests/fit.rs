@@ -126,7 +126,7 @@ fn a_pod_that_tolerates_no_taint_is_not_placed_on_a_tainted_group() {
         let target = template(&tainted, &offering("o", 4, 8, 1.0), Resources::ZERO);
         let err = check(&pod("p", 100, 100), &target).unwrap_err();
         assert_eq!(err.to_string(), format!("untolerated taint dedicated=gpu:{}", effect.as_str()));
-        let tolerant = pod("p", 100, 100).with(|p| p.tolerations = vec![tolerate("dedicated", "gpu")]);
+        let tolerant = pod("p", 100, 100).with(|p| p.tolerations = vec![tolerate("dedicated", "gpu")].into());
         assert_eq!(check(&tolerant, &target), Ok(()));
     }
 }

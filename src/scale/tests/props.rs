@@ -134,7 +134,7 @@ fn build(groups: &[GroupSeed], extra_nodes: usize, pods: &[PodSeed]) -> Snapshot
         }
         if seed.tolerates {
             p.tolerations =
-                vec![Toleration { key: None, operator: TolerationOperator::Exists, value: None, effect: None }];
+                vec![Toleration { key: None, operator: TolerationOperator::Exists, value: None, effect: None }].into();
         }
         p.do_not_disrupt = seed.do_not_disrupt;
         if seed.bare {
