@@ -29,7 +29,8 @@ impl Interner {
     }
 
     /// Distinct label maps and toleration lists held.
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
         (self.labels.set.len(), self.tolerations.set.len())
     }
 }
