@@ -257,6 +257,8 @@ async fn judge(s: &Stack, op: Operation, run: &Run, injected: &Injected) -> Outc
     // First the operation ends (no VPSieNode between phases, every worker claimed), then its result is
     // read: a picture taken mid-operation could look like either.
     eventually("every worker is accounted for", WAIT, || async { accounted_for(s, run).await.ok() }).await;
+    let stranded = env().stranded_vpsienodes();
+    assert!(stranded.is_empty(), "VPSieNodes outlived their namespace: {stranded:?}");
     let outcome = eventually("the group settles", WAIT, || async {
         let now = picture(s, &run.setup).await;
         match op {

@@ -27,7 +27,7 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    eventually,
+    env, eventually,
     fixtures::running_app_pods,
     rebalance::{DEARER, Picture, Setup, WAIT, create, group_on_dearer_plan, labelled, picture, rebalance},
     stack::{Stack, Undo},
@@ -311,6 +311,8 @@ async fn judge(s: &Stack, run: &Run, injected: &Injected, end: Option<RebalanceP
     })
     .await;
     assert!(labelled(client, ns).await.is_empty(), "no rebalance label is left");
+    let stranded = env().stranded_vpsienodes();
+    assert!(stranded.is_empty(), "VPSieNodes outlived their namespace: {stranded:?}");
     eventually("every worker is claimed and every VPSieNode Ready", WAIT, || async {
         workers_match_vpsienodes(s, run).await.ok()
     })

@@ -113,6 +113,30 @@ impl TestEnv {
         out
     }
 
+    /// Namespaces still being deleted. An API-server restart in the middle of a namespace deletion can end
+    /// it without its custom objects (the namespace controller, finding the CRD not served yet, thinks
+    /// there are none), leaving VPSieNodes in a namespace that no longer exists; a test that restarts the
+    /// API server waits for earlier deletions first, so that it tests our controller and not that race.
+    pub fn terminating_namespaces(&self) -> Vec<String> {
+        let jsonpath = r#"{range .items[?(@.status.phase=="Terminating")]}{.metadata.name}{"\n"}{end}"#;
+        let (_, out, _) = self.kubectl(&["get", "namespaces", "-o", &format!("jsonpath={jsonpath}")]);
+        out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
+    /// VPSieNodes whose namespace is gone ("namespace/name"): leftovers no later run may share a cluster
+    /// with unnoticed, since they hold worker identifiers and VPSie group ids.
+    pub fn stranded_vpsienodes(&self) -> Vec<String> {
+        let (_, namespaces, _) = self.kubectl(&["get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}"]);
+        let live: std::collections::BTreeSet<&str> = namespaces.split_whitespace().collect();
+        let jsonpath = r#"{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}"#;
+        let (_, nodes, _) = self.kubectl(&["get", "vpsienodes", "-A", "-o", &format!("jsonpath={jsonpath}")]);
+        nodes
+            .lines()
+            .filter(|l| l.split_once('/').is_some_and(|(ns, _)| !live.contains(ns)))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// CRDs and the controller's RBAC, applied once per control plane (idempotent).
     fn install_project_objects(&self) {
         self.kubectl_ok(&[

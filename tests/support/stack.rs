@@ -128,13 +128,17 @@ pub fn start_sim(env: &TestEnv, dir: &Path, register_nodes: bool) -> SimProcess 
 pub fn start_sim_for(env: &TestEnv, dir: &Path, register_nodes: bool, identity: &Identity) -> SimProcess {
     let sim_port = free_port();
     let url = format!("http://127.0.0.1:{sim_port}");
-    // Test binaries share one control plane, and a simulator's identifiers and hostnames follow from its
-    // seed: with one seed for all, a worker of this simulator could carry the identifier that a VPSieNode
-    // left by an earlier binary still claims, and never be found as new. One seed per test binary, derived
-    // from its name, keeps runs reproducible.
-    let seed = env!("CARGO_CRATE_NAME").bytes().fold(1u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    // Test binaries share one control plane, and a simulator's identifiers, hostnames and ids follow from
+    // its seed. Objects an earlier process left behind (another binary, or the same binary in an earlier
+    // round of scripts/reliability) may still claim a worker identifier or a group id, so every process
+    // draws its own seed; it is printed so that a failed run can be replayed with the same one.
+    let seed = std::env::var("VPSIE_SIM_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        u64::from(std::process::id()).wrapping_mul(1_000_003).wrapping_add(u64::from(nanos)) % 1_000_000_007
+    });
+    eprintln!("simulator seed {seed} (replay with VPSIE_SIM_SEED={seed})");
     let config = dir.join("sim-config.json");
-    std::fs::write(&config, json!({ "seed": seed % 1_000_000_007 }).to_string()).unwrap();
+    std::fs::write(&config, json!({ "seed": seed }).to_string()).unwrap();
     let mut sim = Command::new(env!("CARGO_BIN_EXE_vpsie-autoscaler"));
     sim.args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--time-scale", "0.01", "--config"]).arg(&config);
     if register_nodes {
@@ -301,7 +305,16 @@ impl Stack {
     /// once it is ready: etcd keeps every object, and every client (the controller's watches, the
     /// Lease) must find its way back on its own.
     pub fn restart_apiserver(&self, down: Duration) {
-        let state = &super::env().state_dir;
+        let env = super::env();
+        let settled = (0..600).find(|_| {
+            let idle = env.terminating_namespaces().is_empty();
+            if !idle {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            idle
+        });
+        assert!(settled.is_some(), "namespaces still terminating: {:?}", env.terminating_namespaces());
+        let state = &env.state_dir;
         let script = std::path::Path::new(super::REPO).join("testenv/restart.sh");
         let out = Command::new("bash")
             .arg(script)

@@ -32,6 +32,13 @@ pub struct World {
     pub hooks: Vec<Hook>,
 }
 
+/// Where a simulator's numeric ids start: VPSie never reuses an id, so two simulators with different
+/// seeds (one after the other against one cluster) must not hand out the same group or worker ids either.
+/// The default seed keeps the familiar start at 101.
+fn first_id(seed: u64) -> u64 {
+    100 + (seed.wrapping_sub(1) % 1_000_000) * 1_000
+}
+
 impl World {
     pub fn new(cfg: SimConfig) -> Self {
         let mut w = Self {
@@ -40,7 +47,7 @@ impl World {
             started_wall: jiff::Timestamp::now(),
             clusters: Vec::new(),
             workers: Vec::new(),
-            next_id: 100,
+            next_id: first_id(cfg.seed),
             ip_counter: 10,
             events: VecDeque::new(),
             hooks: Vec::new(),
@@ -364,6 +371,20 @@ mod tests {
         w.clock.advance(secs);
         w.tick();
         w.workers[i].phase
+    }
+
+    #[test]
+    fn simulators_with_different_seeds_hand_out_different_ids_and_identifiers() {
+        let other = World::new(SimConfig { seed: 2, ..SimConfig::default() });
+        let one = World::new(SimConfig::default());
+        assert_eq!(one.clusters[0].id, 102, "the default seed starts ids at 101 (master 101, cluster 102)");
+        assert!(
+            other.clusters[0].id > one.clusters[0].id + 500,
+            "ids {} and {}",
+            other.clusters[0].id,
+            one.clusters[0].id
+        );
+        assert_ne!(one.clusters[0].identifier, other.clusters[0].identifier);
     }
 
     #[test]
