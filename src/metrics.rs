@@ -216,6 +216,10 @@ pub struct LifecycleMetrics {
     pub add_calls: Counter,
     /// Workers deleted by the leak sweep because no VPSieNode claimed them.
     pub orphans_deleted: Counter,
+    /// VPSieNodes found stored in a namespace that no longer exists, whose VM and Node were released.
+    pub stranded_released: Counter,
+    /// Of those, the ones still stored: only a person can remove them (by creating the namespace again).
+    pub stranded_vpsienodes: Gauge,
     pub cloud_errors: Family<KindLabel, Counter>,
     pub provisioning_duration: Histogram,
     pub drain_duration: Histogram,
@@ -241,6 +245,8 @@ impl LifecycleMetrics {
         let m = Self {
             add_calls: Counter::default(),
             orphans_deleted: Counter::default(),
+            stranded_released: Counter::default(),
+            stranded_vpsienodes: Gauge::default(),
             cloud_errors: Family::default(),
             provisioning_duration: Histogram::new(exponential_buckets(5.0, 2.0, 10)),
             drain_duration: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -259,6 +265,16 @@ impl LifecycleMetrics {
             "vpsie_autoscaler_orphan_workers_deleted",
             "Workers no VPSieNode claimed, deleted by the leak sweep",
             m.orphans_deleted.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_stranded_vpsienodes_released",
+            "VPSieNodes stored in a namespace that no longer exists, whose VM and Node were released",
+            m.stranded_released.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_stranded_vpsienodes",
+            "Released VPSieNodes still stored in a namespace that no longer exists (create the namespace again to remove them)",
+            m.stranded_vpsienodes.clone(),
         );
         registry.register(
             "vpsie_autoscaler_cloud_errors",

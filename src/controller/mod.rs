@@ -11,6 +11,7 @@ pub mod orphans;
 pub mod podcache;
 pub mod rebalance;
 pub mod rebalancer;
+pub mod stranded;
 pub mod test_hooks;
 pub mod vpsienode;
 pub mod wake;

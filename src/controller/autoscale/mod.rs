@@ -54,6 +54,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
     let mut unneeded = UnneededSince::new();
     let mut announced = report::Announced::default();
     let mut sweep = super::orphans::Sweep::default();
+    let stranded = super::stranded::Stranded::default();
     let mut last_sweep = std::time::Instant::now();
     let settings = &ctx.config.autoscaling;
     let mut tick = tokio::time::interval(settings.pass_interval());
@@ -84,6 +85,9 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
             let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
             if let Err(e) = sweep.run(&ctx, &groups, &vpsienodes).await {
                 super::record_error(&ctx, "orphans", &e);
+            }
+            if let Err(e) = stranded.run(&ctx, &groups, &vpsienodes).await {
+                super::record_error(&ctx, "stranded", &e);
             }
         }
     }

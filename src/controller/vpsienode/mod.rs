@@ -35,6 +35,9 @@ pub const FINALIZER: &str = "autoscaler.vpsie.com/vm-cleanup";
 /// How often a phase that waits on the outside world looks again.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How often a VPSieNode whose namespace is gone tries its step again.
+const STRANDED_RECHECK: Duration = Duration::from_secs(30);
+
 /// Boxed so the future's `Send` is proven here, with concrete lifetimes; the controller runtime's generic
 /// bound otherwise trips over the references the phase steps hold across awaits.
 pub fn reconcile(vn: Arc<VPSieNode>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
@@ -83,6 +86,14 @@ async fn apply(vn: Arc<VPSieNode>, ctx: &Context) -> Result<Action, Error> {
 
 pub fn error_policy(_vn: Arc<VPSieNode>, error: &Error, ctx: Arc<Context>) -> Action {
     super::record_error(&ctx, "vpsienode", error);
+    // Stranded in a deleted namespace: no write can succeed until someone creates the namespace again,
+    // and the stranded sweep releases the VM and Node meanwhile; asking every few seconds only adds noise.
+    // Not much rarer, though: once the namespace is back, nothing else wakes this object up.
+    if let Error::Write { source, .. } = error
+        && super::stranded::namespace_gone(source)
+    {
+        return Action::requeue(STRANDED_RECHECK);
+    }
     Action::requeue(error.retry_after().unwrap_or(Duration::from_secs(10)))
 }
 
@@ -148,6 +159,19 @@ pub async fn request_drain(ctx: &Context, vn: &VPSieNode, reason: &str) -> Resul
         .await
         .map_err(|source| Error::write("VPSieNode drain request", source))?;
     Ok(())
+}
+
+/// The name a worker's Node registers under, from the worker's hostname.
+pub(crate) fn node_name_for(hostname: &str) -> String {
+    join::node_name_for(hostname)
+}
+
+/// The worker an add of `vn` created that discovery has not matched yet, if one is listed now.
+pub(crate) async fn unmatched_worker(ctx: &Context, vn: &VPSieNode) -> Result<Option<String>, Error> {
+    Ok(match provision::claim(ctx, vn, &vn.spec.cluster_identifier).await? {
+        provision::Claim::Found(w) => Some(w.identifier),
+        provision::Claim::Ambiguous(_) | provision::Claim::NotYet => None,
+    })
 }
 
 /// Records an Event on the object; a failure to record is logged, never fatal.
