@@ -5,7 +5,8 @@
 //! released its VM), no node cordoned but by a person, no Node without a worker.
 //!
 //! Scale-up can only end one way (the pod runs, on exactly one new node); scale-down ends completed (the
-//! empty node and its worker are gone) or exactly as before (the node kept, uncordoned). Runs are serial
+//! empty node and its worker are gone) or exactly as before (the node kept, uncordoned). `busy_` rows
+//! scale down a node that still runs a pod, so the drain has a pod to evict (to the other node). Runs are serial
 //! and share `tests/reliability_matrix.rs`'s model: the CI slice is the tests not marked `#[ignore]`, the
 //! whole matrix is `scripts/reliability`.
 
@@ -69,6 +70,8 @@ enum Fault {
 enum Operation {
     ScaleUp,
     ScaleDown,
+    /// Scale-down of a node that runs an app pod: the drain evicts it to the group's other node.
+    BusyScaleDown,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -96,7 +99,7 @@ async fn held_or_ended(s: &Stack, op: Operation, run: &Run) -> bool {
             if s.paused() {
                 return true;
             }
-            if op == Operation::ScaleDown && picture(s, &run.setup).await.nodes.len() < run.before.nodes.len() {
+            if op != Operation::ScaleUp && picture(s, &run.setup).await.nodes.len() < run.before.nodes.len() {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,6 +152,49 @@ async fn start_scale_down(s: &Stack, step: &str) -> Run {
     s.arm_pause_in(step, &setup.ns.name);
     deployments.patch("app", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
     Run { setup, before, replicas: 1 }
+}
+
+/// Busy scale-down: a group held at two nodes by its minimum, one small app pod on each (both nodes are
+/// underused); the pause is armed, then the minimum drops to one, so scale-down drains one of them and
+/// its pod moves to the other.
+async fn start_scale_down_busy(s: &Stack, step: &str) -> Run {
+    let env = env();
+    let ns = env.namespace("lb").await;
+    let client = env.admin().await;
+    let spec = json!({"minNodes": 2, "maxNodes": 3, "scaleDown": {"unneededTime": "3s", "cooldown": "0s"}});
+    let groups: Api<NodeGroup> = Api::namespaced(client.clone(), &ns.name);
+    groups.create(&PostParams::default(), &nodegroup(s, "pool", &ns.name, spec)).await.unwrap();
+    let setup = Setup { ns, client, nodes: BTreeMap::new() };
+    let before = eventually("two nodes, two workers", WAIT, || async {
+        let p = picture(s, &setup).await;
+        (p.nodes.len() == 2 && p.workers.len() == 2).then_some(p)
+    })
+    .await;
+    // Spread as a preference, not a rule: one pod per node now, both on one node once a node goes.
+    let mut app = serde_json::to_value(app_deployment(&setup.ns.name, 2, "500m", "256Mi")).unwrap();
+    app["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([{
+        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app": "app"}},
+    }]);
+    let app: Deployment = serde_json::from_value(app).unwrap();
+    Api::<Deployment>::namespaced(setup.client.clone(), &setup.ns.name)
+        .create(&PostParams::default(), &app)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(setup.client.clone(), &setup.ns.name);
+    eventually("one running app pod on each node", WAIT, || async {
+        let list = pods.list(&ListParams::default().labels("app=app")).await.ok()?.items;
+        let on: BTreeSet<String> = list
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.spec?.node_name)
+            .collect();
+        (on.len() == 2).then_some(())
+    })
+    .await;
+    s.arm_pause_in(step, &setup.ns.name);
+    groups.patch("pool", &PatchParams::default(), &Patch::Merge(json!({"spec": {"minNodes": 1}}))).await.unwrap();
+    Run { setup, before, replicas: 2 }
 }
 
 /// The node that keeps an app pod (scale-down's other node).
@@ -265,9 +311,9 @@ async fn judge(s: &Stack, op: Operation, run: &Run, injected: &Injected) -> Outc
             // One node, schedulable: exactly the capacity the pod asked for.
             Operation::ScaleUp => (now.nodes.len() == 1 && now.workers.len() == 1 && now.nodes.values().all(|n| !n.0))
                 .then_some(Outcome::Completed),
-            Operation::ScaleDown if now == want => Some(Outcome::KeptExactly),
-            // The empty node and its worker went; the other node is exactly as it was.
-            Operation::ScaleDown => {
+            Operation::ScaleDown | Operation::BusyScaleDown if now == want => Some(Outcome::KeptExactly),
+            // The drained node and its worker went; the other node is exactly as it was.
+            Operation::ScaleDown | Operation::BusyScaleDown => {
                 let (name, kept) = now.nodes.iter().next()?;
                 (now.nodes.len() == 1 && now.workers.len() == 1 && want.nodes.get(name) == Some(kept))
                     .then_some(Outcome::Completed)
@@ -289,6 +335,7 @@ async fn case(op: Operation, step: &str, fault: Fault) {
     let run = match op {
         Operation::ScaleUp => start_scale_up(s, step).await,
         Operation::ScaleDown => start_scale_down(s, step).await,
+        Operation::BusyScaleDown => start_scale_down_busy(s, step).await,
     };
     let held = held_or_ended(s, op, &run).await;
     let injected = if held { inject(s, &run, fault).await } else { Injected::default() };
@@ -313,6 +360,7 @@ matrix! {
     down_draining_api_server_restart: ScaleDown, "node-draining", ApiServerRestart;
     down_terminating_delete_fails_then_succeeds: ScaleDown, "node-terminating", DeleteFailsThenSucceeds;
     up_pending_malformed_answers: ScaleUp, "node-pending", MalformedAnswers;
+    busy_draining_leader_handover: BusyScaleDown, "node-draining", LeaderHandover;
     // The rest: `-- --include-ignored`.
     #[ignore = "whole matrix only"] up_pending_vpsie5xx: ScaleUp, "node-pending", Vpsie5xx;
     #[ignore = "whole matrix only"] up_provisioning_vpsie5xx: ScaleUp, "node-provisioning", Vpsie5xx;
@@ -355,4 +403,12 @@ matrix! {
     #[ignore = "whole matrix only"] down_terminating_person_cordons_other_node: ScaleDown, "node-terminating", PersonCordonsOtherNode;
     #[ignore = "whole matrix only"] down_draining_person_deletes_vpsienode: ScaleDown, "node-draining", PersonDeletesVpsieNode;
     #[ignore = "whole matrix only"] down_terminating_person_deletes_vpsienode: ScaleDown, "node-terminating", PersonDeletesVpsieNode;
+    // A node with a pod to evict. (A person cordoning "the other node" is left out: both nodes hold a pod.)
+    #[ignore = "whole matrix only"] busy_draining_sigkill: BusyScaleDown, "node-draining", Sigkill;
+    #[ignore = "whole matrix only"] busy_draining_api_server_restart: BusyScaleDown, "node-draining", ApiServerRestart;
+    #[ignore = "whole matrix only"] busy_draining_vpsie5xx: BusyScaleDown, "node-draining", Vpsie5xx;
+    #[ignore = "whole matrix only"] busy_draining_partition: BusyScaleDown, "node-draining", Partition;
+    #[ignore = "whole matrix only"] busy_draining_person_deletes_vpsienode: BusyScaleDown, "node-draining", PersonDeletesVpsieNode;
+    #[ignore = "whole matrix only"] busy_terminating_sigkill: BusyScaleDown, "node-terminating", Sigkill;
+    #[ignore = "whole matrix only"] busy_terminating_delete_fails_then_succeeds: BusyScaleDown, "node-terminating", DeleteFailsThenSucceeds;
 }

@@ -1,10 +1,14 @@
-//! The reliability matrix: a rebalance of one node of a two-node group is held at a step, a fault is
-//! injected there, the operation is let go, and whatever happens it must end either completed or in the
-//! exact pre-operation state, with nothing left behind: no cordon we made, no `rebalance-operation`
+//! The reliability matrix: a rebalance of a two-node group is held at a step, a fault is injected there,
+//! the operation is let go, and whatever happens it must end either completed or in the exact
+//! pre-operation state, with nothing left behind: no cordon we made, no `rebalance-operation`
 //! label, no VPSie worker without its VPSieNode, no VPSieNode stuck in a phase, every app pod Running,
 //! a person's cordon kept, and the Rebalance's Events saying how it ended.
 //!
-//! Every (step, fault) pair is one test. The CI slice (the tests not marked `#[ignore]`) covers every
+//! `rolling` rows replace one node of the two. The strategies differ only with more than one replacement
+//! (`surge` provisions every replacement before it cordons anything), so `surge_` rows replace both; each
+//! replacement must then end completed or exactly as before.
+//!
+//! Every (strategy, step, fault) is one test. The CI slice (the tests not marked `#[ignore]`) covers every
 //! fault once; the whole matrix is `cargo test --test reliability_matrix -- --include-ignored`
 //! (`scripts/reliability`). Runs are serial: each owns the controller while it runs (some kill it).
 
@@ -50,6 +54,14 @@ fn stack() -> &'static Stack {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Strategy {
+    /// One replacement (the first of the two nodes).
+    Rolling,
+    /// Both nodes replaced, with `strategy: surge`.
+    Surge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     Vpsie5xx,
     RateLimitStorm,
@@ -89,7 +101,8 @@ struct Injected {
 struct Run {
     setup: Setup,
     before: Picture,
-    old_node: String,
+    /// The nodes the operation replaces.
+    replaced: Vec<String>,
     other_node: String,
     api: Api<Rebalance>,
 }
@@ -98,7 +111,7 @@ struct Run {
 const STEPS: [&str; 8] =
     ["preflight", "provisioning", "joined", "cordoned", "draining", "verifying", "removing", "rollback"];
 
-async fn start(s: &Stack, step: &str, fault: Fault) -> Run {
+async fn start(s: &Stack, strategy: Strategy, step: &str, fault: Fault) -> Run {
     assert!(STEPS.contains(&step), "unknown step {step}");
     let setup = group_on_dearer_plan(s, "rm", REPLICAS).await;
     let before = picture(s, &setup).await;
@@ -106,7 +119,14 @@ async fn start(s: &Stack, step: &str, fault: Fault) -> Run {
     let (old_node, other_node) = (names.next().unwrap(), names.next().unwrap());
     let drain_timeout = if fault == Fault::DrainTimeout { "8s" } else { "60s" };
     s.arm_pause_in(step, &setup.ns.name);
-    let api = create(&setup, &rebalance("op", &setup, &[&old_node], json!({"drainTimeout": drain_timeout}))).await;
+    let (replaced, extra) = match strategy {
+        Strategy::Rolling => (vec![old_node.clone()], json!({"drainTimeout": drain_timeout})),
+        Strategy::Surge => {
+            (vec![old_node.clone(), other_node.clone()], json!({"drainTimeout": drain_timeout, "strategy": "surge"}))
+        }
+    };
+    let targets: Vec<&str> = replaced.iter().map(String::as_str).collect();
+    let api = create(&setup, &rebalance("op", &setup, &targets, extra)).await;
     if step == "rollback" {
         // A rollback to hold: a person asks for one once the replacement is on its way.
         eventually("the replacement is recorded", WAIT, || async {
@@ -129,7 +149,7 @@ async fn start(s: &Stack, step: &str, fault: Fault) -> Run {
     })
     .await;
     assert!(held.is_ok(), "the operation never reached {step}");
-    Run { setup, before, old_node, other_node, api }
+    Run { setup, before, replaced, other_node, api }
 }
 
 async fn inject(s: &Stack, run: &Run, fault: Fault) -> Injected {
@@ -247,6 +267,24 @@ async fn lift(run: &Run, injected: &mut Injected) {
 enum Outcome {
     Completed,
     RolledBackExactly,
+    /// More than one replacement: some completed, and a rollback put every other node back exactly (a
+    /// rollback keeps the replacements that had completed).
+    PartlyCompletedRestExactly,
+}
+
+/// How `now` relates to `want` when it is not `want` itself: every node the operation did not replace is
+/// exactly as it was; each replaced node is either gone or exactly as it was; one new, schedulable node
+/// stands for each one gone. `None` while that does not hold (the operation has not settled yet).
+fn settled(want: &Picture, now: &Picture, replaced: &[String]) -> Option<Outcome> {
+    let untouched_or_back = want
+        .nodes
+        .iter()
+        .filter(|(n, _)| !replaced.contains(n) || now.nodes.contains_key(*n))
+        .all(|(n, v)| now.nodes.get(n) == Some(v));
+    let gone = replaced.iter().filter(|n| !now.nodes.contains_key(*n)).count();
+    let new: Vec<bool> = now.nodes.iter().filter(|(n, _)| !want.nodes.contains_key(*n)).map(|(_, (c, _))| *c).collect();
+    let ok = untouched_or_back && gone > 0 && new.len() == gone && new.iter().all(|cordoned| !cordoned);
+    ok.then_some(if gone == replaced.len() { Outcome::Completed } else { Outcome::PartlyCompletedRestExactly })
 }
 
 /// Waits for the end of the operation (or of its object, if a person deleted it).
@@ -294,20 +332,15 @@ async fn judge(s: &Stack, run: &Run, injected: &Injected, end: Option<RebalanceP
     if let Some(node) = &injected.person_cordoned {
         want.nodes.get_mut(node).expect("the cordoned node is the group's").0 = true;
     }
-    // Completed: the old node is gone and one new node took its place; rolled back: exactly `want`.
+    // Completed: each old node is gone and a new node took its place; rolled back: exactly `want`. A
+    // rollback keeps replacements that had completed (the phase then says RolledBack and its record lists
+    // them): the state is the completed one either way.
     let outcome = eventually("the cluster settles completed or exactly as before", WAIT, || async {
         let now = picture(s, &run.setup).await;
         if now == want {
             return Some(Outcome::RolledBackExactly);
         }
-        let kept: BTreeSet<&String> = want.nodes.keys().filter(|n| **n != run.old_node).collect();
-        let completed = !now.nodes.contains_key(&run.old_node)
-            && now.nodes.len() == want.nodes.len()
-            && kept.iter().all(|n| now.nodes.get(*n) == want.nodes.get(*n))
-            && now.nodes.iter().filter(|(n, _)| !kept.contains(n)).all(|(_, (cordoned, _))| !cordoned);
-        // A rollback keeps replacements that had completed (the phase then says RolledBack and its
-        // record lists them): the state is the completed one either way.
-        completed.then_some(Outcome::Completed)
+        settled(&want, &now, &run.replaced)
     })
     .await;
     assert!(labelled(client, ns).await.is_empty(), "no rebalance label is left");
@@ -334,6 +367,7 @@ async fn judge(s: &Stack, run: &Run, injected: &Injected, end: Option<RebalanceP
     let expected = match outcome {
         Outcome::Completed if end == Some(RebalancePhase::RolledBack) => Some("RollbackTriggered"),
         Outcome::Completed => Some("RebalanceSucceeded"),
+        Outcome::PartlyCompletedRestExactly => Some("RollbackTriggered"),
         // Deleted before it touched anything: nothing was rolled back, so there is nothing to report.
         Outcome::RolledBackExactly if end.is_none() && !events.iter().any(|e| e == "RollbackTriggered") => None,
         Outcome::RolledBackExactly => Some("RollbackTriggered"),
@@ -344,11 +378,11 @@ async fn judge(s: &Stack, run: &Run, injected: &Injected, end: Option<RebalanceP
     outcome
 }
 
-async fn case(step: &str, fault: Fault) {
+async fn case(strategy: Strategy, step: &str, fault: Fault) {
     let _serial = SERIAL.lock().await;
     let s = stack();
     let started = Instant::now();
-    let run = start(s, step, fault).await;
+    let run = start(s, strategy, step, fault).await;
     // An operation that ended before it reached the step gets no fault; the report says so.
     let held = s.paused();
     let mut injected = if held { inject(s, &run, fault).await } else { Injected::default() };
@@ -373,16 +407,82 @@ async fn case(step: &str, fault: Fault) {
     let end = ended(&run).await;
     lift(&run, &mut injected).await;
     let outcome = judge(s, &run, &injected, end).await;
+    // Rolling rows carry no `op` (the report calls them Rebalance), as they always have.
+    let op = if strategy == Strategy::Surge { "op=Surge " } else { "" };
     eprintln!(
-        "MATRIX step={step} fault={fault:?} injected={held} outcome={outcome:?} phase={end:?} seconds={:.1}",
+        "MATRIX {op}step={step} fault={fault:?} injected={held} outcome={outcome:?} phase={end:?} seconds={:.1}",
         started.elapsed().as_secs_f64()
     );
 }
 
+fn picture_of(nodes: &[(&str, bool)]) -> Picture {
+    let nodes = nodes.iter().map(|(n, c)| (n.to_string(), (*c, Default::default()))).collect();
+    Picture { nodes, workers: vec![] }
+}
+
+#[test]
+fn both_old_nodes_gone_with_two_schedulable_new_ones_is_completed() {
+    let (want, replaced) = (picture_of(&[("a", false), ("b", false)]), ["a".to_string(), "b".to_string()]);
+    assert_eq!(settled(&want, &picture_of(&[("x", false), ("y", false)]), &replaced), Some(Outcome::Completed));
+    assert_eq!(settled(&want, &picture_of(&[("x", false), ("y", true)]), &replaced), None, "a new node is cordoned");
+    assert_eq!(settled(&want, &picture_of(&[("x", false)]), &replaced), None, "a node short");
+}
+
+#[test]
+fn one_replaced_and_the_other_exactly_as_before_is_partly_completed() {
+    let (want, replaced) = (picture_of(&[("a", false), ("b", false)]), ["a".to_string(), "b".to_string()]);
+    let now = picture_of(&[("b", false), ("x", false)]);
+    assert_eq!(settled(&want, &now, &replaced), Some(Outcome::PartlyCompletedRestExactly));
+    assert_eq!(settled(&want, &picture_of(&[("b", true), ("x", false)]), &replaced), None, "b is left cordoned");
+}
+
+#[test]
+fn a_node_the_operation_did_not_replace_must_be_exactly_as_before() {
+    let (want, replaced) = (picture_of(&[("a", false), ("b", true)]), ["a".to_string()]);
+    assert_eq!(settled(&want, &picture_of(&[("b", true), ("x", false)]), &replaced), Some(Outcome::Completed));
+    assert_eq!(settled(&want, &picture_of(&[("b", false), ("x", false)]), &replaced), None, "a person's cordon undone");
+    assert_eq!(settled(&want, &picture_of(&[("a", false), ("b", true)]), &replaced), None, "nothing replaced");
+}
+
 macro_rules! matrix {
     ($( $(#[$attr:meta])* $name:ident: $step:literal, $fault:ident; )*) => {
-        $( $(#[$attr])* #[tokio::test] async fn $name() { case($step, Fault::$fault).await } )*
+        $( $(#[$attr])* #[tokio::test] async fn $name() { case(Strategy::Rolling, $step, Fault::$fault).await } )*
     };
+}
+
+macro_rules! surge {
+    ($( $(#[$attr:meta])* $name:ident: $step:literal, $fault:ident; )*) => {
+        $( $(#[$attr])* #[tokio::test] async fn $name() { case(Strategy::Surge, $step, Fault::$fault).await } )*
+    };
+}
+
+// Where the strategies differ: both replacements on their way at once, nothing cordoned yet; then the
+// drains one at a time once both are Ready. (A workload that never becomes Ready again is left out: with
+// four nodes up at once the extra replicas it needs do run, so it tests nothing surge-specific.)
+surge! {
+    surge_provisioning_sigkill: "provisioning", Sigkill;
+    #[ignore = "whole matrix only"] surge_provisioning_vpsie5xx: "provisioning", Vpsie5xx;
+    #[ignore = "whole matrix only"] surge_provisioning_async_create_failure: "provisioning", AsyncCreateFailure;
+    #[ignore = "whole matrix only"] surge_provisioning_stuck_provisioning: "provisioning", StuckProvisioning;
+    #[ignore = "whole matrix only"] surge_provisioning_never_joins: "provisioning", NeverJoins;
+    #[ignore = "whole matrix only"] surge_provisioning_quota: "provisioning", Quota;
+    #[ignore = "whole matrix only"] surge_provisioning_leader_handover: "provisioning", LeaderHandover;
+    #[ignore = "whole matrix only"] surge_provisioning_api_server_restart: "provisioning", ApiServerRestart;
+    #[ignore = "whole matrix only"] surge_provisioning_person_deletes_replacement: "provisioning", PersonDeletesReplacement;
+    #[ignore = "whole matrix only"] surge_provisioning_person_deletes_rebalance: "provisioning", PersonDeletesRebalance;
+    #[ignore = "whole matrix only"] surge_provisioning_offering_removed: "provisioning", OfferingRemoved;
+    #[ignore = "whole matrix only"] surge_joined_sigkill: "joined", Sigkill;
+    #[ignore = "whole matrix only"] surge_joined_rate_limit_storm: "joined", RateLimitStorm;
+    #[ignore = "whole matrix only"] surge_joined_partition: "joined", Partition;
+    #[ignore = "whole matrix only"] surge_joined_person_cordons_other_node: "joined", PersonCordonsOtherNode;
+    #[ignore = "whole matrix only"] surge_joined_group_node_not_ready: "joined", GroupNodeNotReady;
+    #[ignore = "whole matrix only"] surge_cordoned_drain_timeout: "cordoned", DrainTimeout;
+    #[ignore = "whole matrix only"] surge_cordoned_blocking_pdb_that_lifts: "cordoned", BlockingPdbThatLifts;
+    #[ignore = "whole matrix only"] surge_draining_sigkill: "draining", Sigkill;
+    #[ignore = "whole matrix only"] surge_draining_delete_fails_then_succeeds: "draining", DeleteFailsThenSucceeds;
+    #[ignore = "whole matrix only"] surge_removing_sigkill: "removing", Sigkill;
+    #[ignore = "whole matrix only"] surge_rollback_sigkill: "rollback", Sigkill;
+    #[ignore = "whole matrix only"] surge_rollback_vpsie5xx: "rollback", Vpsie5xx;
 }
 
 matrix! {
