@@ -22,7 +22,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{env, eventually, stack::Stack};
+use support::{env, eventually, fixtures, stack::Stack};
 use vpsie_autoscaler::crd::{NodeGroup, VPSieNode, VPSieNodePhase};
 
 const CONFIG: &str = "
@@ -76,17 +76,7 @@ async fn a_vpsienode_left_in_a_deleted_namespace_releases_its_vm_and_node() {
     namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
 
     // A group of one: scale-up's minimum brings a Ready node.
-    let offering = s.offerings().await.into_iter().next().expect("an offering");
-    let group: NodeGroup = serde_json::from_value(json!({
-        "apiVersion": "autoscaler.vpsie.com/v1alpha1", "kind": "NodeGroup",
-        "metadata": {"name": "pool"},
-        "spec": {
-            "minNodes": 1, "maxNodes": 1,
-            "clusterIdentifier": s.cluster, "datacenter": s.datacenter,
-            "offerings": [offering.id.to_string()],
-        },
-    }))
-    .unwrap();
+    let group = fixtures::nodegroup(s, "pool", &name, json!({"minNodes": 1, "maxNodes": 1}));
     Api::<NodeGroup>::namespaced(client.clone(), &name).create(&PostParams::default(), &group).await.unwrap();
     let vns: Api<VPSieNode> = Api::namespaced(client.clone(), &name);
     let ready = eventually("the group's VPSieNode is Ready", WAIT, || async {
