@@ -70,14 +70,23 @@ pub fn namespace_gone(e: &kube::Error) -> bool {
 }
 
 impl Stranded {
-    pub async fn run(&self, ctx: &Arc<Context>, groups: &[NodeGroup], vpsienodes: &[VPSieNode]) -> Result<(), Error> {
+    pub async fn run(&self, ctx: &Arc<Context>, groups: &[NodeGroup], vpsienodes: &[VPSieNode]) {
         let candidates = candidates(groups, vpsienodes);
         let uids: BTreeSet<String> = candidates.iter().map(|v| v.uid().unwrap_or_default()).collect();
         self.lock().retain(|uid, _| uids.contains(uid));
         for vn in candidates {
             let uid = vn.uid().unwrap_or_default();
-            if self.lock().contains_key(&uid) || !probe(ctx, vn).await? {
+            if self.lock().contains_key(&uid) {
                 continue;
+            }
+            match probe(ctx, vn).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // One object's failed probe must not keep the others from being looked at.
+                Err(e) => {
+                    super::record_error(ctx, "stranded", &e);
+                    continue;
+                }
             }
             self.lock().insert(uid.clone(), State::Releasing);
             let (ctx, vn, known) = (ctx.clone(), vn.clone(), self.known.clone());
@@ -99,7 +108,6 @@ impl Stranded {
         }
         let released = self.lock().values().filter(|s| **s == State::Released).count();
         ctx.metrics.lifecycle.stranded_vpsienodes.set(i64::try_from(released).unwrap_or(i64::MAX));
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, State>> {

@@ -86,9 +86,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
             if let Err(e) = sweep.run(&ctx, &groups, &vpsienodes).await {
                 super::record_error(&ctx, "orphans", &e);
             }
-            if let Err(e) = stranded.run(&ctx, &groups, &vpsienodes).await {
-                super::record_error(&ctx, "stranded", &e);
-            }
+            stranded.run(&ctx, &groups, &vpsienodes).await;
         }
     }
 }
