@@ -19,16 +19,16 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use k8s_openapi::{api::core::v1::Node, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PropagationPolicy},
+    api::{Patch, PatchParams},
 };
 use serde_json::json;
 
 use super::{
     Context, Error,
-    vpsienode::{node_name_for, unmatched_worker},
+    vpsienode::{delete_node, node_name_for, unmatched_worker},
 };
 use crate::{
     cloud::deleted_or_gone,
@@ -156,13 +156,7 @@ async fn release(ctx: &Context, vn: &VPSieNode) -> Result<(), Error> {
             .map_err(|e| Error::cloud("delete worker", e))?;
     }
     if let Some(node) = &node {
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
-        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-        match nodes.delete(node, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => return Err(Error::write("Node", source)),
-        }
+        delete_node(ctx, node).await?;
     }
     tracing::warn!(
         vpsienode = %format!("{ns}/{name}"),

@@ -161,6 +161,8 @@ pub async fn request_drain(ctx: &Context, vn: &VPSieNode, reason: &str) -> Resul
     Ok(())
 }
 
+pub(crate) use terminate::delete_node;
+
 /// The name a worker's Node registers under, from the worker's hostname.
 pub(crate) fn node_name_for(hostname: &str) -> String {
     join::node_name_for(hostname)

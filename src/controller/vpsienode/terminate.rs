@@ -308,13 +308,7 @@ async fn release(ctx: &Context, vn: &VPSieNode, status: &mut VPSieNodeStatus) ->
     }
     let node = status.node_name.clone().or_else(|| status.hostname.as_deref().map(super::join::node_name_for));
     if let Some(node) = node {
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
-        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-        match nodes.delete(&node, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => return Err(Error::write("Node", source)),
-        }
+        delete_node(ctx, &node).await?;
     }
     conditions::set_condition(
         &mut status.conditions,
@@ -323,4 +317,15 @@ async fn release(ctx: &Context, vn: &VPSieNode, status: &mut VPSieNodeStatus) ->
     );
     write_status(ctx, vn, status).await?;
     Ok(())
+}
+
+/// Deletes a terminated worker's Node object; already gone counts as done.
+pub(crate) async fn delete_node(ctx: &Context, node: &str) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    match nodes.delete(node, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::write("Node", source)),
+    }
 }
