@@ -79,6 +79,11 @@ pub struct Autoscaling {
     pub batch_max_duration: KubeDuration,
     #[serde(default = "secs::<10>")]
     pub pass_interval: KubeDuration,
+    /// A periodic pass is skipped while nothing it reads changed and nothing waits on the clock (see
+    /// `controller/autoscale/quiet.rs`), but a whole pass still runs at least this often: the offering
+    /// catalogue and anything else no watch signals. At `passInterval` or below, nothing is skipped.
+    #[serde(default = "secs::<60>")]
+    pub full_pass_interval: KubeDuration,
     /// After a VPSieNode of a group failed (quota, a create that failed, a worker that never joined), the
     /// group adds nothing for this long: no retry storm against a refusing cloud.
     #[serde(default = "secs::<60>")]
@@ -91,6 +96,7 @@ impl Default for Autoscaling {
             batch_idle_duration: secs::<1>(),
             batch_max_duration: secs::<10>(),
             pass_interval: secs::<10>(),
+            full_pass_interval: secs::<60>(),
             failure_backoff: secs::<60>(),
         }
     }
@@ -107,6 +113,11 @@ impl Autoscaling {
 
     pub fn pass_interval(&self) -> Duration {
         self.pass_interval.to_duration().unwrap_or(Duration::from_secs(10))
+    }
+
+    /// Never shorter than `passInterval`: a config that slows the periodic pass alone keeps working.
+    pub fn full_pass_interval(&self) -> Duration {
+        self.full_pass_interval.to_duration().unwrap_or(Duration::from_secs(60)).max(self.pass_interval())
     }
 
     pub fn failure_backoff(&self) -> Duration {
@@ -336,6 +347,7 @@ impl Config {
         bounded("autoscaling.batchIdleDuration", &a.batch_idle_duration, ms(0), s(60))?;
         bounded("autoscaling.batchMaxDuration", &a.batch_max_duration, ms(0), s(600))?;
         bounded("autoscaling.passInterval", &a.pass_interval, ms(100), s(600))?;
+        bounded("autoscaling.fullPassInterval", &a.full_pass_interval, ms(100), s(3600))?;
         bounded("autoscaling.failureBackoff", &a.failure_backoff, s(1), s(3600))?;
         let b = &self.vpsie_api.circuit_breaker;
         bounded("vpsieApi.circuitBreaker.openFor", &b.open_for, s(1), s(600))?;
@@ -433,6 +445,18 @@ rebalancer:
         assert!(err.contains("autoscaling.batchIdleDuration") && err.contains("batchMaxDuration (5s)"), "{err}");
         let err = rejected("autoscaling:\n  passInterval: 10ms\n");
         assert!(err.contains("autoscaling.passInterval"), "{err}");
+    }
+
+    #[test]
+    fn a_whole_pass_runs_at_least_every_minute_and_never_more_often_than_the_periodic_pass() {
+        let defaults = Config::parse("", "c").unwrap().autoscaling;
+        assert_eq!(defaults.full_pass_interval(), Duration::from_secs(60));
+        let slow = Config::parse("autoscaling:\n  passInterval: 10m\n", "c").unwrap().autoscaling;
+        assert_eq!(slow.full_pass_interval(), Duration::from_secs(600), "a slower periodic pass is not refused");
+        let tuned = Config::parse("autoscaling:\n  fullPassInterval: 5m\n", "c").unwrap().autoscaling;
+        assert_eq!(tuned.full_pass_interval(), Duration::from_secs(300));
+        let err = rejected("autoscaling:\n  fullPassInterval: 2h\n");
+        assert!(err.contains("autoscaling.fullPassInterval"), "{err}");
     }
 
     #[test]

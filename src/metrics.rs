@@ -236,6 +236,8 @@ pub struct LifecycleMetrics {
     pub phase_age_max: Family<PhaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Planning passes, by what started them: a watch event (after batching) or the periodic safety net.
     pub passes: Family<TriggerLabel, Counter>,
+    /// Periodic passes skipped because nothing they read changed and nothing waited on the clock.
+    pub quiet_passes_skipped: Counter,
     /// Seconds from a pod becoming unschedulable to the add call made for it.
     pub scale_up_latency: Histogram,
 }
@@ -258,6 +260,7 @@ impl LifecycleMetrics {
             unschedulable_without_group: Gauge::default(),
             phase_age_max: Family::default(),
             passes: Family::default(),
+            quiet_passes_skipped: Counter::default(),
             scale_up_latency: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
         };
         registry.register("vpsie_autoscaler_worker_adds", "Add-worker calls made to VPSie", m.add_calls.clone());
@@ -307,6 +310,11 @@ impl LifecycleMetrics {
             "vpsie_autoscaler_planning_passes",
             "Planning passes of the autoscale loop, by trigger (event or periodic)",
             m.passes.clone(),
+        );
+        registry.register(
+            "vpsie_autoscaler_planning_passes_skipped",
+            "Periodic passes skipped: nothing they read had changed since the last pass and no timer of it was due",
+            m.quiet_passes_skipped.clone(),
         );
         registry.register(
             "vpsie_autoscaler_pending_unschedulable_pods",

@@ -5,6 +5,7 @@
 //! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
 
 pub mod autoscale;
+pub mod changes;
 pub mod expectations;
 pub mod listing;
 pub mod orphans;
@@ -22,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{
     Api, Client, Resource,
@@ -379,18 +380,26 @@ where
 }
 
 /// A reflector of every object of kind `K`, each stripped of what no decision reads before it is
-/// cached, and the future that keeps it fed (errors are logged and the watch backs off and resumes).
+/// cached and then shown to `observe` (which counts changes), and the future that keeps it fed (errors
+/// are logged and the watch backs off and resumes).
 fn reflect<K>(
     client: &Client,
     initial: listing::InitialList,
     what: &'static str,
     strip: fn(&mut K),
+    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> (kube::runtime::reflector::Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), initial.watcher_config()).default_backoff().modify(strip);
+    let stream = watcher(Api::<K>::all(client.clone()), initial.watcher_config())
+        .default_backoff()
+        .modify(strip)
+        .map_ok(move |event| {
+            observe(&event);
+            event
+        });
     let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = what, "watch error");
@@ -419,10 +428,23 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
     let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
     let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
     let initial = listing::probe(&client).await;
-    let (node_store, node_watch) = reflect::<Node>(&client, initial, "node", strip_node);
+    let (node_store, node_watch) = {
+        let (wake, mut changes) = (ctx.wake.clone(), changes::NodeChanges::default());
+        reflect::<Node>(&client, initial, "node", strip_node, move |e| changes.observe(e, &wake))
+    };
     let (pod_store, pod_watch) = podcache::watch(&client, initial, ctx.wake.clone());
-    let (pdb_store, pdb_watch) =
-        reflect::<PodDisruptionBudget>(&client, initial, "poddisruptionbudget", |p| p.metadata.managed_fields = None);
+    let (pdb_store, pdb_watch) = {
+        let wake = ctx.wake.clone();
+        // A PDB's status moves only with its pods, which count already; counting every event is simpler.
+        let observe = move |_: &watcher::Event<PodDisruptionBudget>| wake.input_changed();
+        reflect::<PodDisruptionBudget>(
+            &client,
+            initial,
+            "poddisruptionbudget",
+            |p| p.metadata.managed_fields = None,
+            observe,
+        )
+    };
 
     let stores = autoscale::Stores {
         nodes: node_store,

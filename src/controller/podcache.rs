@@ -80,20 +80,35 @@ impl Lookup for WatchedPod {
 }
 
 /// Converts one watch event; a pod that became (or still is) unschedulable wakes the planner, whose
-/// batching window folds a burst of them into one pass.
-fn convert(event: watcher::Event<Pod>, wake: &Wake, interner: &mut Interner) -> watcher::Event<WatchedPod> {
+/// batching window folds a burst of them into one pass. An update that leaves the converted record as
+/// `cached` holds it (a status detail no decision reads) is not counted as a change.
+fn convert(
+    event: watcher::Event<Pod>,
+    cached: &Store<WatchedPod>,
+    wake: &Wake,
+    interner: &mut Interner,
+) -> watcher::Event<WatchedPod> {
     match event {
         watcher::Event::Apply(pod) => {
             let watched = WatchedPod::from_pod_shared(&pod, interner);
             if watched.is_pending_unschedulable() {
                 wake.pod_unschedulable();
+            } else if cached.get(&reflector::ObjectRef::from_obj(&watched)).is_none_or(|before| before.0 != watched.0) {
+                wake.input_changed();
             }
             watcher::Event::Apply(watched)
         }
-        watcher::Event::Delete(pod) => watcher::Event::Delete(WatchedPod::from_pod(&pod)),
+        watcher::Event::Delete(pod) => {
+            wake.input_changed();
+            watcher::Event::Delete(WatchedPod::from_pod(&pod))
+        }
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitApply(pod) => watcher::Event::InitApply(WatchedPod::from_pod_shared(&pod, interner)),
-        watcher::Event::InitDone => watcher::Event::InitDone,
+        watcher::Event::InitDone => {
+            // A relist replaces the whole cache: whatever it brought counts as changed.
+            wake.input_changed();
+            watcher::Event::InitDone
+        }
     }
 }
 
@@ -109,7 +124,9 @@ pub fn watch(
     let stream = watcher(Api::<Pod>::all(client.clone()), initial.watcher_config()).default_backoff().map_ok({
         // One interner for the cache's life: a pod's labels are shared with its replicas'.
         let mut interner = Interner::default();
-        move |event| convert(event, &wake, &mut interner)
+        // The reflector stores a converted event after this returns: the store still holds the previous one.
+        let cached = store.clone();
+        move |event| convert(event, &cached, &wake, &mut interner)
     });
     let fed = reflector::reflector(writer, stream).for_each(|event| async move {
         if let Err(e) = event {
@@ -129,7 +146,10 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::Pod;
-    use kube::runtime::{reflector::Lookup, watcher};
+    use kube::runtime::{
+        reflector::{self, Lookup, Store, store::Writer},
+        watcher,
+    };
     use serde_json::json;
 
     use super::{WatchedPod, convert, unschedulable_pods};
@@ -168,22 +188,63 @@ mod tests {
         assert_eq!((bad.namespace().as_deref(), bad.name().as_deref()), (Some("shop"), Some("web-2")));
     }
 
+    /// A pod cache fed by hand: each event is converted against the store, then applied to it, as the
+    /// reflector does.
+    struct Cache {
+        store: Store<WatchedPod>,
+        writer: Writer<WatchedPod>,
+        wake: Wake,
+        interner: Interner,
+    }
+
+    impl Cache {
+        fn new() -> Self {
+            let (store, writer) = reflector::store::<WatchedPod>();
+            Self { store, writer, wake: Wake::default(), interner: Interner::default() }
+        }
+
+        fn feed(&mut self, event: watcher::Event<Pod>) -> watcher::Event<WatchedPod> {
+            let converted = convert(event, &self.store, &self.wake, &mut self.interner);
+            self.writer.apply_watcher_event(&converted);
+            converted
+        }
+    }
+
     #[test]
     fn only_an_unschedulable_pod_wakes_the_planner() {
-        let wake = Wake::default();
-        let mut interner = Interner::default();
-        let _ = convert(watcher::Event::Apply(pod("running", Some("n1"), false)), &wake, &mut interner);
-        let _ = convert(watcher::Event::InitApply(pod("listed", None, true)), &wake, &mut interner);
-        assert_eq!(wake.pending(), 0, "a running pod and a relisted one wake nothing");
-        let _ = convert(watcher::Event::Apply(pod("waiting", None, true)), &wake, &mut interner);
-        assert_eq!(wake.pending(), 1);
+        let mut cache = Cache::new();
+        cache.feed(watcher::Event::Apply(pod("running", Some("n1"), false)));
+        cache.feed(watcher::Event::InitApply(pod("listed", None, true)));
+        assert_eq!(cache.wake.pending(), 0, "a running pod and a relisted one wake nothing");
+        cache.feed(watcher::Event::Apply(pod("waiting", None, true)));
+        assert_eq!(cache.wake.pending(), 1);
+    }
+
+    #[test]
+    fn an_update_no_decision_reads_is_not_counted_as_a_change_and_a_move_is() {
+        let mut cache = Cache::new();
+        cache.feed(watcher::Event::Apply(pod("web-1", Some("n1"), false)));
+        let after_add = cache.wake.changes();
+        assert_eq!(after_add, 1, "a new pod is a change");
+
+        let mut restarted = pod("web-1", Some("n1"), false);
+        restarted.status.as_mut().unwrap().container_statuses =
+            Some(vec![k8s_openapi::api::core::v1::ContainerStatus { restart_count: 3, ..Default::default() }]);
+        restarted.metadata.resource_version = Some("42".into());
+        cache.feed(watcher::Event::Apply(restarted));
+        assert_eq!(cache.wake.changes(), after_add, "a restart count is not in the record");
+
+        cache.feed(watcher::Event::Apply(pod("web-1", Some("n2"), false)));
+        assert_eq!(cache.wake.changes(), after_add + 1, "bound to another node");
+        cache.feed(watcher::Event::Delete(pod("web-1", Some("n2"), false)));
+        assert_eq!(cache.wake.changes(), after_add + 2, "gone");
+        assert_eq!(cache.wake.pending(), 0, "none of it asks for a pass now");
     }
 
     #[test]
     fn replicas_with_equal_labels_and_tolerations_share_one_copy_in_the_cache() {
-        let wake = Wake::default();
-        let mut interner = Interner::default();
-        let mut cached = |p: Pod| match convert(watcher::Event::InitApply(p), &wake, &mut interner) {
+        let mut cache = Cache::new();
+        let mut cached = |p: Pod| match cache.feed(watcher::Event::InitApply(p)) {
             watcher::Event::InitApply(WatchedPod(Ok(info))) => info,
             other => panic!("{other:?}"),
         };

@@ -2,6 +2,9 @@
 //! VPSieNode changing phase, a NodeGroup created or changed. Signals are batched, as Karpenter batches pod events: the pass starts once
 //! no new signal arrived for an idle gap, or once the first signal has waited the maximum, so a burst of
 //! a hundred pending pods is planned in one pass and a lone pod waits only the idle gap.
+//!
+//! The watches also count every change to what a pass reads, signal or not, so the loop can tell a
+//! periodic pass that would see the same cluster as the last one (and skip it) from one that would not.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -16,6 +19,8 @@ pub struct Wake {
     notify: Notify,
     /// Signals raised since the loop last took them.
     pending: AtomicU64,
+    /// Every change to what a pass reads, waking or not; never reset. See [`Wake::changes`].
+    changes: AtomicU64,
 }
 
 /// How long the loop gathers signals before it plans.
@@ -40,7 +45,20 @@ impl Wake {
         self.raise();
     }
 
+    /// Something a pass reads changed without asking for a pass now (a running pod moved, a node was
+    /// relabelled): the next periodic pass must not be skipped as quiet.
+    pub fn input_changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many changes the watches have seen so far; the loop compares two readings to learn whether
+    /// anything changed in between.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
     fn raise(&self) {
+        self.input_changed();
         self.pending.fetch_add(1, Ordering::Relaxed);
         // Stores a permit when the loop is busy planning, so a signal raised during a pass is not lost.
         self.notify.notify_one();

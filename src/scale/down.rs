@@ -86,6 +86,8 @@ pub enum Blocked {
     },
     TooYoung {
         min_age: Duration,
+        /// When the node reaches `min_age`.
+        until: Timestamp,
     },
     DoNotDisrupt {
         pod: ObjectRef,
@@ -157,7 +159,7 @@ impl fmt::Display for Blocked {
             Self::DrainBackoff { until, cause } => {
                 write!(f, "the last drain of the node was blocked ({cause}); scale-down retries it after {until}")
             }
-            Self::TooYoung { min_age } => {
+            Self::TooYoung { min_age, .. } => {
                 write!(f, "the node is younger than the minimum node age {}", human(*min_age))
             }
             Self::DoNotDisrupt { pod } => write!(f, "pod {pod} is annotated {DO_NOT_DISRUPT_ANNOTATION}=true"),
@@ -182,6 +184,40 @@ impl fmt::Display for Blocked {
                 write!(f, "node {node} of the group is removed in this pass (one node per group at a time)")
             }
         }
+    }
+}
+
+impl Blocked {
+    /// When the clock alone lifts this reason; `None` for a reason only a change in the cluster lifts.
+    pub fn lifts_at(&self) -> Option<Timestamp> {
+        match self {
+            Self::Cooldown { until } | Self::DrainBackoff { until, .. } | Self::TooYoung { until, .. } => Some(*until),
+            Self::NotUnneededLongEnough { since, unneeded_time } => {
+                Some(since.checked_add(signed(*unneeded_time)).unwrap_or(Timestamp::MAX))
+            }
+            Self::ScaleDownDisabled
+            | Self::AtMinNodes { .. }
+            | Self::Cordoned
+            | Self::Rebalancing
+            | Self::DoNotDisrupt { .. }
+            | Self::BarePod { .. }
+            | Self::LocalStorage { .. }
+            | Self::PdbAllowsNoDisruption { .. }
+            | Self::UnreadablePdb { .. }
+            | Self::UnreadablePod { .. }
+            | Self::NoRoomFor { .. }
+            | Self::ReceivesPods
+            | Self::AnotherNodeRemoved { .. } => None,
+        }
+    }
+}
+
+impl ScaleDownPlan {
+    /// With the cluster unchanged, the earliest time a later plan could differ from this one: the
+    /// first clock-bound block to lift. `None` when no block waits on the clock. A plan that removes a
+    /// node is about to change the cluster; the caller plans again after acting on it.
+    pub fn next_change(&self) -> Option<Timestamp> {
+        self.blocked.iter().filter_map(|b| b.reason.lifts_at()).min()
     }
 }
 
@@ -323,7 +359,8 @@ fn try_remove(
     }
     let created = node.created.unwrap_or(now);
     if now.duration_since(created) < signed(policy.min_node_age) {
-        return Err(Blocked::TooYoung { min_age: policy.min_node_age });
+        let until = created.checked_add(signed(policy.min_node_age)).unwrap_or(Timestamp::MAX);
+        return Err(Blocked::TooYoung { min_age: policy.min_node_age, until });
     }
     if now.duration_since(since) < signed(policy.unneeded_time) {
         return Err(Blocked::NotUnneededLongEnough { since, unneeded_time: policy.unneeded_time });

@@ -3,7 +3,9 @@
 //!
 //! Pipeline of a pass: observe (reflector stores → a plain-data [`Snapshot`]), decide (the pure
 //! planners in `scale/`), act (create VPSieNodes; move removal candidates to `Draining`; only the Lease
-//! holder acts), report (NodeGroup status and conditions, Events on pods and groups, metrics).
+//! holder acts), report (NodeGroup status and conditions, Events on pods and groups, metrics). A periodic
+//! pass that would read the same cluster as the last one, with nothing due on the clock, is skipped
+//! (`quiet.rs`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,7 +31,7 @@ use crate::{
     crd::{
         DRAIN_REQUEST_ANNOTATION, NODEGROUP_LABEL, NodeGroup, REBALANCE_LABEL, VPSieNode, VPSieNodePhase, VPSieNodeSpec,
     },
-    metrics::{PhaseLabel, ResultLabel, TriggerLabel},
+    metrics::{ResultLabel, TriggerLabel},
     scale::{
         down::{UnneededSince, plan_scale_down},
         up::plan_scale_up,
@@ -37,6 +39,7 @@ use crate::{
     snapshot::{DrainBackoff, GroupInfo, OfferingInfo, Snapshot},
 };
 
+mod quiet;
 mod report;
 
 /// The watched objects the loop reads; all replicas keep them warm.
@@ -59,6 +62,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
     let settings = &ctx.config.autoscaling;
     let mut tick = tokio::time::interval(settings.pass_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet: Option<quiet::Quiet> = None;
     loop {
         let trigger = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -73,11 +77,28 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
             // A new leader starts its unneeded timers afresh: removing later is the safe side.
             unneeded.clear();
             ctx.expectations.clear();
+            quiet = None;
             continue;
         }
-        ctx.metrics.lifecycle.passes.get_or_create(&TriggerLabel { trigger }).inc();
-        if let Err(e) = pass(&ctx, &stores, &mut unneeded, &mut announced).await {
-            super::record_error(&ctx, "autoscale", &e);
+        // Read before the pass reads the caches: a change while it runs ends the quiet it leaves.
+        let read = reading(&ctx, &stores);
+        let started = std::time::Instant::now();
+        if trigger == "periodic"
+            && quiet.is_some_and(|q| q.skips(read, Timestamp::now(), started, settings.full_pass_interval()))
+        {
+            ctx.metrics.lifecycle.quiet_passes_skipped.inc();
+            // The phase ages feed the stuck-in-a-phase alerts: they move with the clock, pass or not.
+            let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
+            report::phases(&ctx, &vpsienodes, Timestamp::now());
+        } else {
+            ctx.metrics.lifecycle.passes.get_or_create(&TriggerLabel { trigger }).inc();
+            quiet = match pass(&ctx, &stores, &mut unneeded, &mut announced).await {
+                Ok(until) => until.map(|until| quiet::Quiet { read, until, at: started }),
+                Err(e) => {
+                    super::record_error(&ctx, "autoscale", &e);
+                    None
+                }
+            };
         }
         if last_sweep.elapsed() >= super::orphans::SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
@@ -91,12 +112,23 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
     }
 }
 
+/// What a pass is about to read, in two numbers (see [`quiet::Reading`]).
+fn reading(ctx: &Context, stores: &Stores) -> quiet::Reading {
+    use super::changes::versions;
+    let small =
+        [versions(&stores.groups.state()), versions(&stores.vpsienodes.state()), versions(&stores.rebalances.state())];
+    let versions = small.iter().fold(0u64, |acc, v| acc.rotate_left(21) ^ v);
+    quiet::Reading { changes: ctx.wake.changes(), versions }
+}
+
+/// One planning pass; returns until when later periodic passes may be skipped if nothing it read
+/// changes (`None`: the next one must run).
 async fn pass(
     ctx: &Context,
     stores: &Stores,
     unneeded: &mut UnneededSince,
     announced: &mut report::Announced,
-) -> Result<(), Error> {
+) -> Result<Option<Timestamp>, Error> {
     // observe
     let groups: Vec<NodeGroup> = stores.groups.state().iter().map(|g| (**g).clone()).collect();
     let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
@@ -105,6 +137,7 @@ async fn pass(
     let cached: BTreeSet<String> = vpsienodes.iter().map(vpsienode_key).collect();
     forget_deleted(ctx, &cached).await;
     let mut unobserved = ctx.expectations.unobserved(|name| cached.contains(name), std::time::Instant::now());
+    let expecting = !unobserved.is_empty();
     let known_nodes: BTreeSet<String> =
         stores.nodes.state().iter().filter(|n| super::rebalance::objects::is_ready(n)).map(|n| n.name_any()).collect();
     for group in &groups {
@@ -206,31 +239,24 @@ async fn pass(
         .await?;
     }
     ctx.metrics.lifecycle.unschedulable_without_group.set(up.unschedulable.len() as i64);
-    for (phase, (n, oldest)) in phase_figures(&vpsienodes, now) {
-        ctx.metrics.lifecycle.vpsienodes.get_or_create(&PhaseLabel { phase }).set(n);
-        ctx.metrics.lifecycle.phase_age_max.get_or_create(&PhaseLabel { phase }).set(oldest);
-    }
-    Ok(())
-}
+    report::phases(ctx, &vpsienodes, now);
 
-/// Per phase (every phase, so each series exists): how many VPSieNodes are in it, and the seconds the
-/// one longest in it has spent there. A VPSieNode with no recorded transition counts from its creation.
-fn phase_figures(vpsienodes: &[VPSieNode], now: Timestamp) -> BTreeMap<&'static str, (i64, f64)> {
-    let mut out: BTreeMap<&'static str, (i64, f64)> =
-        VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), (0, 0.0))).collect();
-    for vn in vpsienodes {
-        let status = vn.status.as_ref();
-        let phase = status.map(|s| s.phase).unwrap_or_default().as_str();
-        let since = status
-            .and_then(|s| s.last_phase_transition.as_ref())
-            .or(vn.metadata.creation_timestamp.as_ref())
-            .map(|t| t.0);
-        let age = since.map(|t| now.duration_since(t).as_secs_f64().max(0.0)).unwrap_or(0.0);
-        let entry = out.entry(phase).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(age);
+    let rebalancing_enabled = groups.iter().any(|g| ctx.config.rebalancer.effective(g.spec.rebalance.as_ref()).enabled);
+    let outcome = quiet::Outcome {
+        pending,
+        up: &up,
+        down: &down,
+        cloud_trouble: !cloud_trouble.is_empty(),
+        expecting,
+        vpsienodes: &vpsienodes,
+        rebalances: &rebalances,
+        rebalancing_enabled,
+    };
+    let until = quiet::quiet_until(&outcome);
+    if until.is_none() {
+        tracing::trace!(why = quiet::busy(&outcome), "the next periodic pass runs");
     }
-    out
+    Ok(until)
 }
 
 /// Whether scale-down may ask for this VPSieNode's drain: it is serving, not being deleted, and holds no
@@ -423,7 +449,7 @@ mod tests {
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
     use serde_json::json;
 
-    use super::{just_ready, phase_figures};
+    use super::just_ready;
     use crate::crd::{NodeGroup, VPSieNode, VPSieNodePhase, VPSieNodeStatus};
 
     fn group() -> NodeGroup {
@@ -452,29 +478,5 @@ mod tests {
         let seen: BTreeSet<String> = BTreeSet::from(["node-a".to_string()]);
         assert_eq!(just_ready(&workers, &group(), &seen), vec!["2".to_string()], "only node-b is still unseen");
         assert_eq!(just_ready(&workers, &group(), &BTreeSet::new()).len(), 2);
-    }
-
-    fn in_phase(name: &str, phase: VPSieNodePhase, since_secs_ago: i64) -> VPSieNode {
-        let mut vn = super::new_vpsienode(&group(), "2", name, Default::default());
-        let since = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(since_secs_ago);
-        vn.status = Some(VPSieNodeStatus { phase, last_phase_transition: Some(Time(since)), ..Default::default() });
-        vn
-    }
-
-    #[test]
-    fn phase_figures_count_every_phase_and_age_each_by_its_longest_resident() {
-        let now = Timestamp::now();
-        let nodes = [
-            in_phase("a", VPSieNodePhase::Provisioning, 600),
-            in_phase("b", VPSieNodePhase::Provisioning, 30),
-            in_phase("c", VPSieNodePhase::Ready, 7200),
-        ];
-        let figures = phase_figures(&nodes, now);
-        assert_eq!(figures.len(), VPSieNodePhase::ALL.len(), "every phase has its series");
-        let (count, oldest) = figures["Provisioning"];
-        assert_eq!(count, 2);
-        assert!((599.0..=601.0).contains(&oldest), "the older Provisioning node counts: {oldest}");
-        assert_eq!(figures["Joining"], (0, 0.0), "an empty phase reads 0");
-        assert!(figures["Ready"].1 >= 7199.0);
     }
 }

@@ -3,7 +3,7 @@
 //! said for [`REPEAT`]), so a quiet cluster gets no writes from passes that change nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,7 @@ use crate::{
         conditions::{condition, set_condition},
         nodegroup::ScaleEvent,
     },
-    metrics::GroupLabel,
+    metrics::{GroupLabel, PhaseLabel},
     scale::{
         down::{Blocked, ScaleDownPlan},
         up::ScaleUpPlan,
@@ -222,11 +222,42 @@ pub async fn write_group_status(
     }
 }
 
+/// The VPSieNode count and oldest age per phase, as metrics.
+pub fn phases(ctx: &Context, vpsienodes: &[VPSieNode], now: Timestamp) {
+    for (phase, (n, oldest)) in phase_figures(vpsienodes, now) {
+        ctx.metrics.lifecycle.vpsienodes.get_or_create(&PhaseLabel { phase }).set(n);
+        ctx.metrics.lifecycle.phase_age_max.get_or_create(&PhaseLabel { phase }).set(oldest);
+    }
+}
+
+/// Per phase (every phase, so each series exists): how many VPSieNodes are in it, and the seconds the
+/// one longest in it has spent there. A VPSieNode with no recorded transition counts from its creation.
+fn phase_figures(vpsienodes: &[VPSieNode], now: Timestamp) -> BTreeMap<&'static str, (i64, f64)> {
+    let mut out: BTreeMap<&'static str, (i64, f64)> =
+        VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), (0, 0.0))).collect();
+    for vn in vpsienodes {
+        let status = vn.status.as_ref();
+        let phase = status.map(|s| s.phase).unwrap_or_default().as_str();
+        let since = status
+            .and_then(|s| s.last_phase_transition.as_ref())
+            .or(vn.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0);
+        let age = since.map(|t| now.duration_since(t).as_secs_f64().max(0.0)).unwrap_or(0.0);
+        let entry = out.entry(phase).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(age);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::Announced;
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+    use super::{Announced, phase_figures};
+    use crate::crd::{VPSieNode, VPSieNodePhase, VPSieNodeSpec, VPSieNodeStatus};
 
     #[test]
     fn an_unchanged_explanation_is_published_once_until_it_changes_clears_or_grows_old() {
@@ -245,5 +276,37 @@ mod tests {
             a.is_news("node n1", "blocked: local storage", t0 + Duration::from_secs(9 + 15 * 60)),
             "said 15 min ago"
         );
+    }
+
+    fn in_phase(name: &str, phase: VPSieNodePhase, since_secs_ago: i64) -> VPSieNode {
+        let mut vn = VPSieNode::new(
+            name,
+            VPSieNodeSpec {
+                node_group: "pool".into(),
+                offering: "2".into(),
+                cluster_identifier: "c".into(),
+                datacenter: "d".into(),
+            },
+        );
+        let since = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(since_secs_ago);
+        vn.status = Some(VPSieNodeStatus { phase, last_phase_transition: Some(Time(since)), ..Default::default() });
+        vn
+    }
+
+    #[test]
+    fn phase_figures_count_every_phase_and_age_each_by_its_longest_resident() {
+        let now = Timestamp::now();
+        let nodes = [
+            in_phase("a", VPSieNodePhase::Provisioning, 600),
+            in_phase("b", VPSieNodePhase::Provisioning, 30),
+            in_phase("c", VPSieNodePhase::Ready, 7200),
+        ];
+        let figures = phase_figures(&nodes, now);
+        assert_eq!(figures.len(), VPSieNodePhase::ALL.len(), "every phase has its series");
+        let (count, oldest) = figures["Provisioning"];
+        assert_eq!(count, 2);
+        assert!((599.0..=601.0).contains(&oldest), "the older Provisioning node counts: {oldest}");
+        assert_eq!(figures["Joining"], (0, 0.0), "an empty phase reads 0");
+        assert!(figures["Ready"].1 >= 7199.0);
     }
 }
