@@ -56,6 +56,9 @@ pub struct ControllerMetrics {
     pub duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
     /// 1 once the watches of this replica have listed everything.
     pub watches_synced: Gauge,
+    /// Updates and deletions the large watches (pods, nodes, PDBs) received, by kind: what the caches
+    /// cost at steady state follows this rate.
+    pub watch_events: Family<KindLabel, Counter>,
 }
 
 impl ControllerMetrics {
@@ -65,6 +68,7 @@ impl ControllerMetrics {
             errors: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
             watches_synced: Gauge::default(),
+            watch_events: Family::default(),
         };
         registry.register(
             "vpsie_autoscaler_reconcile",
@@ -83,6 +87,11 @@ impl ControllerMetrics {
             m.duration.clone(),
         );
         registry.register("vpsie_autoscaler_watches_synced", "1 once every watch has synced", m.watches_synced.clone());
+        registry.register(
+            "vpsie_autoscaler_watch_events",
+            "Updates and deletions received by the pod, node and PDB watches (initial lists not counted), by kind",
+            m.watch_events.clone(),
+        );
         m
     }
 }

@@ -408,6 +408,13 @@ where
     (store, fed)
 }
 
+/// Counts an update or a deletion; the initial list's events are not steady-state traffic.
+pub(crate) fn count_event<K>(events: &prometheus_client::metrics::counter::Counter, event: &watcher::Event<K>) {
+    if matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_)) {
+        events.inc();
+    }
+}
+
 /// What the snapshot and the health checks read of a Node is its name, labels, taints, allocatable,
 /// conditions, `unschedulable` and timestamps; the image list (often the largest part of a Node), the
 /// managed fields and the annotations are dropped from the cache.
@@ -428,15 +435,22 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
     let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
     let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
     let initial = listing::probe(&client).await;
+    let events = |kind| ctx.metrics.controller.watch_events.get_or_create(&crate::metrics::KindLabel { kind }).clone();
     let (node_store, node_watch) = {
-        let (wake, mut changes) = (ctx.wake.clone(), changes::NodeChanges::default());
-        reflect::<Node>(&client, initial, "node", strip_node, move |e| changes.observe(e, &wake))
+        let (wake, mut changes, events) = (ctx.wake.clone(), changes::NodeChanges::default(), events("Node"));
+        reflect::<Node>(&client, initial, "node", strip_node, move |e| {
+            count_event(&events, e);
+            changes.observe(e, &wake)
+        })
     };
-    let (pod_store, pod_watch) = podcache::watch(&client, initial, ctx.wake.clone());
+    let (pod_store, pod_watch) = podcache::watch(&client, initial, ctx.wake.clone(), events("Pod"));
     let (pdb_store, pdb_watch) = {
-        let wake = ctx.wake.clone();
+        let (wake, events) = (ctx.wake.clone(), events("PodDisruptionBudget"));
         // A PDB's status moves only with its pods, which count already; counting every event is simpler.
-        let observe = move |_: &watcher::Event<PodDisruptionBudget>| wake.input_changed();
+        let observe = move |e: &watcher::Event<PodDisruptionBudget>| {
+            count_event(&events, e);
+            wake.input_changed()
+        };
         reflect::<PodDisruptionBudget>(
             &client,
             initial,

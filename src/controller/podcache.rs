@@ -118,6 +118,7 @@ pub fn watch(
     client: &Client,
     initial: InitialList,
     wake: Arc<Wake>,
+    events: prometheus_client::metrics::counter::Counter,
 ) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
     let (store, writer) = reflector::store::<WatchedPod>();
     // Never `any_semantic`: the server would answer the initial list as one body of every pod.
@@ -126,7 +127,10 @@ pub fn watch(
         let mut interner = Interner::default();
         // The reflector stores a converted event after this returns: the store still holds the previous one.
         let cached = store.clone();
-        move |event| convert(event, &cached, &wake, &mut interner)
+        move |event| {
+            super::count_event(&events, &event);
+            convert(event, &cached, &wake, &mut interner)
+        }
     });
     let fed = reflector::reflector(writer, stream).for_each(|event| async move {
         if let Err(e) = event {

@@ -83,14 +83,16 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
         // Read before the pass reads the caches: a change while it runs ends the quiet it leaves.
         let read = reading(&ctx, &stores);
         let started = std::time::Instant::now();
-        if trigger == "periodic"
-            && quiet.is_some_and(|q| q.skips(read, Timestamp::now(), started, settings.full_pass_interval()))
-        {
+        let ended = quiet.map(|q| q.ended(read, Timestamp::now(), started, settings.full_pass_interval()));
+        if trigger == "periodic" && matches!(ended, Some(None)) {
             ctx.metrics.lifecycle.quiet_passes_skipped.inc();
             // The phase ages feed the stuck-in-a-phase alerts: they move with the clock, pass or not.
             let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
             report::phases(&ctx, &vpsienodes, Timestamp::now());
         } else {
+            if trigger == "periodic" {
+                tracing::debug!(why = ended.flatten().unwrap_or("the last pass left work"), "periodic pass");
+            }
             ctx.metrics.lifecycle.passes.get_or_create(&TriggerLabel { trigger }).inc();
             quiet = match pass(&ctx, &stores, &mut unneeded, &mut announced).await {
                 Ok(until) => until.map(|until| quiet::Quiet { read, until, at: started }),
@@ -254,7 +256,7 @@ async fn pass(
     };
     let until = quiet::quiet_until(&outcome);
     if until.is_none() {
-        tracing::trace!(why = quiet::busy(&outcome), "the next periodic pass runs");
+        tracing::debug!(why = quiet::busy(&outcome), "the next periodic pass runs");
     }
     Ok(until)
 }

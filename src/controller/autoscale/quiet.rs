@@ -3,7 +3,7 @@
 //! skipped. At 1,000 idle nodes that is most of what the controller spends.
 //!
 //! Pipeline: observe (after each pass, a [`Reading`] of what it read and [`quiet_until`] from what it
-//! decided), decide ([`Quiet::skips`] at the next periodic tick), report (the skipped-pass counter).
+//! decided), decide ([`Quiet::ended`] at the next periodic tick), report (the skipped-pass counter).
 //!
 //! What makes it safe: every pass started by an event still runs; any counted change to what a pass
 //! reads ends the quiet; a pass that planned anything, has pods waiting, capacity on its way, a VPSieNode
@@ -40,9 +40,26 @@ pub struct Quiet {
 }
 
 impl Quiet {
-    /// Whether a periodic tick that reads `now` at `now`/`instant` may be skipped.
-    pub fn skips(&self, now: Reading, clock: Timestamp, instant: Instant, full_pass_interval: Duration) -> bool {
-        now == self.read && clock < self.until && instant.saturating_duration_since(self.at) < full_pass_interval
+    /// Why a periodic tick that reads `now` at `clock`/`instant` must run its pass, or `None` when it
+    /// may be skipped.
+    pub fn ended(
+        &self,
+        now: Reading,
+        clock: Timestamp,
+        instant: Instant,
+        full_pass_interval: Duration,
+    ) -> Option<&'static str> {
+        if now.changes != self.read.changes {
+            Some("a watched node, pod or PDB changed")
+        } else if now.versions != self.read.versions {
+            Some("a NodeGroup, VPSieNode or Rebalance changed")
+        } else if clock >= self.until {
+            Some("a scale-down block lifts")
+        } else if instant.saturating_duration_since(self.at) >= full_pass_interval {
+            Some("a whole pass is due")
+        } else {
+            None
+        }
     }
 }
 
@@ -245,10 +262,14 @@ mod tests {
         let quiet = Quiet { read, until: clock + SignedDuration::from_secs(100), at };
         let minute = Duration::from_secs(60);
         let later = at + Duration::from_secs(10);
-        assert!(quiet.skips(read, clock, later, minute));
-        assert!(!quiet.skips(Reading { changes: 8, ..read }, clock, later, minute), "a watched change");
-        assert!(!quiet.skips(Reading { versions: 1, ..read }, clock, later, minute), "a small cache changed");
-        assert!(!quiet.skips(read, clock + SignedDuration::from_secs(100), later, minute), "a block lifted");
-        assert!(!quiet.skips(read, clock, at + minute, minute), "a whole pass is due");
+        assert_eq!(quiet.ended(read, clock, later, minute), None);
+        let ended = |now, clock, instant| quiet.ended(now, clock, instant, minute);
+        assert_eq!(ended(Reading { changes: 8, ..read }, clock, later), Some("a watched node, pod or PDB changed"));
+        assert_eq!(
+            ended(Reading { versions: 1, ..read }, clock, later),
+            Some("a NodeGroup, VPSieNode or Rebalance changed")
+        );
+        assert_eq!(ended(read, clock + SignedDuration::from_secs(100), later), Some("a scale-down block lifts"));
+        assert_eq!(ended(read, clock, at + minute), Some("a whole pass is due"));
     }
 }
