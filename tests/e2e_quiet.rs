@@ -26,13 +26,6 @@ fn stack() -> &'static Stack {
     )
 }
 
-/// A counter's value on the controller's `/metrics` (`series` with its labels, if any), 0 when absent.
-async fn counter(s: &Stack, series: &str) -> u64 {
-    let text = s.metrics().await;
-    let prefix = format!("{series} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-}
-
 const SKIPPED: &str = "vpsie_autoscaler_planning_passes_skipped_total";
 const PERIODIC: &str = "vpsie_autoscaler_planning_passes_total{trigger=\"periodic\"}";
 
@@ -42,7 +35,7 @@ async fn quiet_for(s: &Stack, n: u64) -> u64 {
     // (periodic passes, skipped ticks) when the current streak started.
     let streak: Mutex<Option<(u64, u64)>> = Mutex::new(None);
     eventually(&format!("{n} periodic ticks skipped in a row"), WAIT, || async {
-        let (periodic, skipped) = (counter(s, PERIODIC).await, counter(s, SKIPPED).await);
+        let (periodic, skipped) = (s.counter(PERIODIC).await, s.counter(SKIPPED).await);
         let mut streak = streak.lock().unwrap();
         match *streak {
             Some((p, k)) if p == periodic => (skipped >= k + n).then_some(periodic),
@@ -83,7 +76,7 @@ async fn an_idle_cluster_skips_its_periodic_passes_until_a_change_no_event_signa
         .await
         .unwrap();
     eventually("a periodic pass after the PDB appeared", WAIT, || async {
-        (counter(s, PERIODIC).await > periodic).then_some(())
+        (s.counter(PERIODIC).await > periodic).then_some(())
     })
     .await;
     quiet_for(s, 3).await;
@@ -125,12 +118,12 @@ async fn a_node_that_turns_unneeded_during_quiet_is_removed_once_its_timer_lifts
         left.is_empty().then_some(())
     })
     .await;
-    let skipped_before = counter(s, SKIPPED).await;
+    let skipped_before = s.counter(SKIPPED).await;
     eventually("the unneeded node's VPSieNode removed", WAIT, || async {
         vns.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
     })
     .await;
-    let skipped = counter(s, SKIPPED).await - skipped_before;
+    let skipped = s.counter(SKIPPED).await - skipped_before;
     assert!(
         skipped >= 3,
         "periodic ticks were skipped while the timer ran, and the timer still ended the quiet: {skipped}"

@@ -20,9 +20,7 @@ fn stack() -> &'static Stack {
 
 /// The value of `vpsie_autoscaler_planning_passes_total{trigger}` on the controller's `/metrics`.
 async fn passes(s: &Stack, trigger: &str) -> u64 {
-    let text = s.metrics().await;
-    let prefix = format!("vpsie_autoscaler_planning_passes_total{{trigger=\"{trigger}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    s.counter(&format!("vpsie_autoscaler_planning_passes_total{{trigger=\"{trigger}\"}}")).await
 }
 
 #[tokio::test]

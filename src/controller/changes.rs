@@ -47,17 +47,15 @@ impl NodeChanges {
     }
 }
 
-/// The node as a decision reads it: everything but its resource version and the condition heartbeats.
+/// The node as a decision reads it: identity, timestamps, labels, spec and status. The cache strips
+/// the conditions' heartbeat times before this sees a node (`caches::strip_node`), so the fingerprint
+/// hashes the cached node's own parts, no copy of it.
 fn fingerprint(node: &Node) -> u64 {
-    let mut node = node.clone();
-    node.metadata.resource_version = None;
-    node.metadata.managed_fields = None;
-    for condition in node.status.iter_mut().flat_map(|s| s.conditions.iter_mut().flatten()) {
-        condition.last_heartbeat_time = None;
-    }
+    let meta = &node.metadata;
+    let parts = (&meta.uid, &meta.creation_timestamp, &meta.deletion_timestamp, &meta.labels, &node.spec, &node.status);
     let mut hasher = DefaultHasher::new();
     // A Node always serialises; were it ever not to, every version would count as a change, the safe side.
-    serde_json::to_vec(&node)
+    serde_json::to_vec(&parts)
         .unwrap_or_else(|_| node.resource_version().unwrap_or_default().into_bytes())
         .hash(&mut hasher);
     hasher.finish()
@@ -89,8 +87,9 @@ mod tests {
     use super::{NodeChanges, versions};
     use crate::controller::wake::Wake;
 
+    /// A node as the cache holds it (stripped as the watch strips it).
     fn node(rv: &str, heartbeat: &str, unschedulable: bool) -> Node {
-        serde_json::from_value(json!({
+        let mut node: Node = serde_json::from_value(json!({
             "metadata": {"name": "n1", "resourceVersion": rv, "labels": {"pool": "a"}},
             "spec": {"unschedulable": unschedulable},
             "status": {
@@ -101,7 +100,9 @@ mod tests {
                 }],
             },
         }))
-        .unwrap()
+        .unwrap();
+        crate::controller::caches::strip_node(&mut node);
+        node
     }
 
     #[test]

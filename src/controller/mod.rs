@@ -5,6 +5,7 @@
 //! Every replica watches, so a new leader starts with warm caches; only the Lease holder acts.
 
 pub mod autoscale;
+pub mod caches;
 pub mod changes;
 pub mod expectations;
 pub mod listing;
@@ -23,11 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
+use futures::StreamExt;
 use kube::{
     Api, Client, Resource,
-    runtime::{Controller, WatchStreamExt, controller::Action, events::Recorder, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, events::Recorder, reflector::ObjectRef, watcher},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -359,106 +359,13 @@ where
     result
 }
 
-/// Waits until a store has listed everything once.
-///
-/// The store's readiness future keeps only the waker of its latest poller, and a `Controller` polls the
-/// same store itself, so a lone `wait_until_ready().await` elsewhere may never wake. Asking again on a
-/// short period sidesteps that.
-async fn synced<K>(
-    store: &kube::runtime::reflector::Store<K>,
-) -> Result<(), kube::runtime::reflector::store::WriterDropped>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-            Ok(result) => return result,
-            Err(_elapsed) => continue,
-        }
-    }
-}
-
-/// A reflector of every object of kind `K`, each stripped of what no decision reads before it is
-/// cached and then shown to `observe` (which counts changes), and the future that keeps it fed (errors
-/// are logged and the watch backs off and resumes).
-fn reflect<K>(
-    client: &Client,
-    initial: listing::InitialList,
-    what: &'static str,
-    strip: fn(&mut K),
-    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> (kube::runtime::reflector::Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), initial.watcher_config())
-        .default_backoff()
-        .modify(strip)
-        .map_ok(move |event| {
-            observe(&event);
-            event
-        });
-    let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, watch = what, "watch error");
-        }
-    });
-    (store, fed)
-}
-
-/// Counts an update or a deletion; the initial list's events are not steady-state traffic.
-pub(crate) fn count_event<K>(events: &prometheus_client::metrics::counter::Counter, event: &watcher::Event<K>) {
-    if matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_)) {
-        events.inc();
-    }
-}
-
-/// What the snapshot and the health checks read of a Node is its name, labels, taints, allocatable,
-/// conditions, `unschedulable` and timestamps; the image list (often the largest part of a Node), the
-/// managed fields and the annotations are dropped from the cache.
-fn strip_node(node: &mut Node) {
-    node.metadata.managed_fields = None;
-    node.metadata.annotations = None;
-    if let Some(status) = node.status.as_mut() {
-        status.images = None;
-        status.volumes_attached = None;
-        status.volumes_in_use = None;
-    }
-}
-
 /// Runs every controller until `shutdown`; marks `readiness` once all their watches have synced.
 pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let nodegroups = Controller::new(Api::<NodeGroup>::all(client.clone()), watcher::Config::default().any_semantic());
     let vpsienodes = Controller::new(Api::<VPSieNode>::all(client.clone()), watcher::Config::default().any_semantic());
     let rebalances = Controller::new(Api::<Rebalance>::all(client.clone()), watcher::Config::default().any_semantic());
-    let initial = listing::probe(&client).await;
-    let events = |kind| ctx.metrics.controller.watch_events.get_or_create(&crate::metrics::KindLabel { kind }).clone();
-    let (node_store, node_watch) = {
-        let (wake, mut changes, events) = (ctx.wake.clone(), changes::NodeChanges::default(), events("Node"));
-        reflect::<Node>(&client, initial, "node", strip_node, move |e| {
-            count_event(&events, e);
-            changes.observe(e, &wake)
-        })
-    };
-    let (pod_store, pod_watch) = podcache::watch(&client, initial, ctx.wake.clone(), events("Pod"));
-    let (pdb_store, pdb_watch) = {
-        let (wake, events) = (ctx.wake.clone(), events("PodDisruptionBudget"));
-        // A PDB's status moves only with its pods, which count already; counting every event is simpler.
-        let observe = move |e: &watcher::Event<PodDisruptionBudget>| {
-            count_event(&events, e);
-            wake.input_changed()
-        };
-        reflect::<PodDisruptionBudget>(
-            &client,
-            initial,
-            "poddisruptionbudget",
-            |p| p.metadata.managed_fields = None,
-            observe,
-        )
-    };
+    let (node_store, pod_store, pdb_store, watches) = caches::watch(&ctx).await;
 
     let stores = autoscale::Stores {
         nodes: node_store,
@@ -477,12 +384,12 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let all_synced = async {
-                synced(&stores.groups).await?;
-                synced(&stores.vpsienodes).await?;
-                synced(&rebalances).await?;
-                synced(&stores.nodes).await?;
-                synced(&stores.pods).await?;
-                synced(&stores.pdbs).await
+                caches::synced(&stores.groups).await?;
+                caches::synced(&stores.vpsienodes).await?;
+                caches::synced(&rebalances).await?;
+                caches::synced(&stores.nodes).await?;
+                caches::synced(&stores.pods).await?;
+                caches::synced(&stores.pdbs).await
             };
             if all_synced.await.is_ok() {
                 tracing::info!("all watches synced; ready");
@@ -575,7 +482,7 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
             drive_vpsienodes,
             drive_rebalances,
         ) => {}
-        _ = futures::future::join3(node_watch, pod_watch, pdb_watch) => {}
+        _ = watches => {}
         _ = shutdown.cancelled() => {}
     }
 }

@@ -128,7 +128,7 @@ pub fn watch(
         // The reflector stores a converted event after this returns: the store still holds the previous one.
         let cached = store.clone();
         move |event| {
-            super::count_event(&events, &event);
+            super::caches::count_event(&events, &event);
             convert(event, &cached, &wake, &mut interner)
         }
     });

@@ -415,6 +415,14 @@ impl Stack {
         reqwest::get(&self.metrics_url).await.unwrap().text().await.unwrap()
     }
 
+    /// One counter's value on `/metrics`: `series` is its name with its labels as exposed
+    /// (`name_total{label="v"}`); 0 while the series is not exposed yet.
+    pub async fn counter(&self, series: &str) -> u64 {
+        let text = self.metrics().await;
+        let prefix = format!("{series} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// The cheapest offering of the simulated catalogue, as the autoscaler's client sees it.
     pub async fn offerings(&self) -> Vec<vpsie_autoscaler::cloud::Offering> {
         use vpsie_autoscaler::cloud::{

@@ -87,8 +87,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, shutdown: CancellationToken)
         if trigger == "periodic" && matches!(ended, Some(None)) {
             ctx.metrics.lifecycle.quiet_passes_skipped.inc();
             // The phase ages feed the stuck-in-a-phase alerts: they move with the clock, pass or not.
-            let vpsienodes: Vec<VPSieNode> = stores.vpsienodes.state().iter().map(|v| (**v).clone()).collect();
-            report::phases(&ctx, &vpsienodes, Timestamp::now());
+            report::phases(&ctx, stores.vpsienodes.state().iter().map(|v| v.as_ref()), Timestamp::now());
         } else {
             if trigger == "periodic" {
                 tracing::debug!(why = ended.flatten().unwrap_or("the last pass left work"), "periodic pass");

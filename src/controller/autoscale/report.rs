@@ -223,7 +223,7 @@ pub async fn write_group_status(
 }
 
 /// The VPSieNode count and oldest age per phase, as metrics.
-pub fn phases(ctx: &Context, vpsienodes: &[VPSieNode], now: Timestamp) {
+pub fn phases<'a>(ctx: &Context, vpsienodes: impl IntoIterator<Item = &'a VPSieNode>, now: Timestamp) {
     for (phase, (n, oldest)) in phase_figures(vpsienodes, now) {
         ctx.metrics.lifecycle.vpsienodes.get_or_create(&PhaseLabel { phase }).set(n);
         ctx.metrics.lifecycle.phase_age_max.get_or_create(&PhaseLabel { phase }).set(oldest);
@@ -232,7 +232,10 @@ pub fn phases(ctx: &Context, vpsienodes: &[VPSieNode], now: Timestamp) {
 
 /// Per phase (every phase, so each series exists): how many VPSieNodes are in it, and the seconds the
 /// one longest in it has spent there. A VPSieNode with no recorded transition counts from its creation.
-fn phase_figures(vpsienodes: &[VPSieNode], now: Timestamp) -> BTreeMap<&'static str, (i64, f64)> {
+fn phase_figures<'a>(
+    vpsienodes: impl IntoIterator<Item = &'a VPSieNode>,
+    now: Timestamp,
+) -> BTreeMap<&'static str, (i64, f64)> {
     let mut out: BTreeMap<&'static str, (i64, f64)> =
         VPSieNodePhase::ALL.iter().map(|p| (p.as_str(), (0, 0.0))).collect();
     for vn in vpsienodes {
