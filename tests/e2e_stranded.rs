@@ -89,7 +89,9 @@ async fn a_vpsienode_left_in_a_deleted_namespace_releases_its_vm_and_node() {
     let node = status.node_name.clone().expect("a linked node");
     let vn_name = kube::ResourceExt::name_any(&ready);
 
-    // The race, on purpose: the namespace is deleted while the CRD is not served.
+    // The race, on purpose: the namespace is deleted while the CRD is not served. An earlier test's
+    // namespace still being deleted would be stranded with it, so those finish first.
+    env.settle_namespace_deletions();
     serve_vpsienodes(false).await;
     namespaces.delete(&name, &DeleteParams::default()).await.expect("delete namespace");
     eventually("the namespace is gone", WAIT, || async {

@@ -4,7 +4,9 @@
 //!
 //! Pipeline: observe (one watch per kind), strip, count (events and changes), store (a reflector).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
@@ -13,7 +15,7 @@ use kube::{
     runtime::{WatchStreamExt, reflector::Store, watcher},
 };
 
-use super::{Context, listing, podcache::WatchedPod};
+use super::{Context, listing, podcache::WatchedPod, wake::Watched};
 
 /// The node, pod and PDB caches, and the one future that keeps all three fed.
 pub async fn watch(
@@ -21,21 +23,22 @@ pub async fn watch(
 ) -> (Store<Node>, Store<WatchedPod>, Store<PodDisruptionBudget>, impl Future<Output = ()> + Send + 'static) {
     let client = &ctx.client;
     let initial = listing::probe(client).await;
-    let events = |kind| ctx.metrics.controller.watch_events.get_or_create(&crate::metrics::KindLabel { kind }).clone();
+    let traffic = |kind| Traffic::new(&ctx.metrics.controller, kind);
     let (node_store, node_watch) = {
-        let (wake, mut changes, events) = (ctx.wake.clone(), super::changes::NodeChanges::default(), events("Node"));
+        let (wake, mut changes, mut traffic) =
+            (ctx.wake.clone(), super::changes::NodeChanges::default(), traffic("Node"));
         reflect::<Node>(client, initial, "node", strip_node, move |e| {
-            count_event(&events, e);
+            traffic.observe(e);
             changes.observe(e, &wake)
         })
     };
-    let (pod_store, pod_watch) = super::podcache::watch(client, initial, ctx.wake.clone(), events("Pod"));
+    let (pod_store, pod_watch) = super::podcache::watch(client, initial, ctx.wake.clone(), traffic("Pod"));
     let (pdb_store, pdb_watch) = {
-        let (wake, events) = (ctx.wake.clone(), events("PodDisruptionBudget"));
+        let (wake, mut traffic) = (ctx.wake.clone(), traffic("PodDisruptionBudget"));
         // A PDB's status moves only with its pods, which count already; counting every event is simpler.
         let observe = move |e: &watcher::Event<PodDisruptionBudget>| {
-            count_event(&events, e);
-            wake.input_changed()
+            traffic.observe(e);
+            wake.input_changed(Watched::PodDisruptionBudget)
         };
         reflect::<PodDisruptionBudget>(
             client,
@@ -100,10 +103,50 @@ where
     (store, fed)
 }
 
-/// Counts an update or a deletion; the initial list's events are not steady-state traffic.
-pub fn count_event<K>(events: &prometheus_client::metrics::counter::Counter, event: &watcher::Event<K>) {
-    if matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_)) {
-        events.inc();
+/// A large watch's traffic: updates and deletions counted (the initial list's objects are not
+/// steady-state traffic), and each complete list counted and logged with its size and duration, which
+/// shows how the time to ready splits between the watches and how often a watch has to list again.
+pub struct Traffic {
+    kind: &'static str,
+    events: Counter,
+    lists: Counter,
+    /// When the list in progress started, and how many objects it brought so far.
+    listing: Option<(Instant, usize)>,
+}
+
+impl Traffic {
+    pub fn new(metrics: &crate::metrics::ControllerMetrics, kind: &'static str) -> Self {
+        let label = crate::metrics::KindLabel { kind };
+        Self {
+            kind,
+            events: metrics.watch_events.get_or_create(&label).clone(),
+            lists: metrics.watch_lists.get_or_create(&label).clone(),
+            listing: None,
+        }
+    }
+
+    pub fn observe<K>(&mut self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {
+                self.events.inc();
+            }
+            watcher::Event::Init => self.listing = Some((Instant::now(), 0)),
+            watcher::Event::InitApply(_) => {
+                if let Some((_, objects)) = self.listing.as_mut() {
+                    *objects += 1;
+                }
+            }
+            watcher::Event::InitDone => {
+                let first = self.lists.inc() == 0;
+                let (started, objects) = self.listing.take().unwrap_or((Instant::now(), 0));
+                let seconds = started.elapsed().as_secs_f64();
+                if first {
+                    tracing::info!(watch = self.kind, objects, seconds, "watch listed");
+                } else {
+                    tracing::warn!(watch = self.kind, objects, seconds, "watch listed everything again");
+                }
+            }
+        }
     }
 }
 
@@ -121,5 +164,40 @@ pub fn strip_node(node: &mut Node) {
         for condition in status.conditions.iter_mut().flatten() {
             condition.last_heartbeat_time = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::runtime::watcher::Event;
+    use prometheus_client::{
+        metrics::{counter::Counter, family::Family},
+        registry::Registry,
+    };
+
+    use super::Traffic;
+    use crate::metrics::{KindLabel, Metrics};
+
+    #[test]
+    fn updates_and_deletions_count_as_traffic_and_each_completed_list_counts_once() {
+        let metrics = Metrics::register(&mut Registry::default());
+        let mut traffic = Traffic::new(&metrics.controller, "Node");
+        let counter = |family: &Family<KindLabel, Counter>| family.get_or_create(&KindLabel { kind: "Node" }).get();
+        let node = Node::default();
+        for event in [Event::Init, Event::InitApply(node.clone()), Event::InitApply(node.clone()), Event::InitDone] {
+            traffic.observe(&event);
+        }
+        assert_eq!(counter(&metrics.controller.watch_events), 0, "the initial list is not traffic");
+        assert_eq!(counter(&metrics.controller.watch_lists), 1);
+        traffic.observe(&Event::Apply(node.clone()));
+        traffic.observe(&Event::Delete(node.clone()));
+        assert_eq!(counter(&metrics.controller.watch_events), 2);
+        // The watch lost its place and lists again.
+        for event in [Event::Init, Event::InitApply(node), Event::InitDone] {
+            traffic.observe(&event);
+        }
+        assert_eq!(counter(&metrics.controller.watch_lists), 2);
+        assert_eq!(counter(&metrics.controller.watch_events), 2);
     }
 }

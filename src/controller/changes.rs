@@ -11,7 +11,7 @@ use std::{
 use k8s_openapi::api::core::v1::Node;
 use kube::{Resource, ResourceExt, runtime::watcher};
 
-use super::wake::Wake;
+use super::wake::{Wake, Watched};
 
 /// Counts the Node events that change what a decision could read. A kubelet rewrites every node's
 /// condition heartbeats every few minutes (KWOK every ten): at 1,000 nodes that is an update every
@@ -30,19 +30,19 @@ impl NodeChanges {
             watcher::Event::Apply(node) => {
                 let print = fingerprint(node);
                 if self.seen.insert(node.name_any(), print) != Some(print) {
-                    wake.input_changed();
+                    wake.input_changed(Watched::Node);
                 }
             }
             watcher::Event::Delete(node) => {
                 self.seen.remove(&node.name_any());
-                wake.input_changed();
+                wake.input_changed(Watched::Node);
             }
             watcher::Event::Init => self.seen.clear(),
             watcher::Event::InitApply(node) => {
                 self.seen.insert(node.name_any(), fingerprint(node));
             }
             // A relist replaces the whole cache: whatever it brought counts as changed.
-            watcher::Event::InitDone => wake.input_changed(),
+            watcher::Event::InitDone => wake.input_changed(Watched::Node),
         }
     }
 }
@@ -85,7 +85,7 @@ mod tests {
     use serde_json::json;
 
     use super::{NodeChanges, versions};
-    use crate::controller::wake::Wake;
+    use crate::controller::wake::{Wake, Watched};
 
     /// A node as the cache holds it (stripped as the watch strips it).
     fn node(rv: &str, heartbeat: &str, unschedulable: bool) -> Node {
@@ -110,13 +110,13 @@ mod tests {
         let wake = Wake::default();
         let mut changes = NodeChanges::default();
         changes.observe(&watcher::Event::Apply(node("1", "2026-11-30T10:00:00Z", false)), &wake);
-        assert_eq!(wake.changes(), 1, "a node not seen before");
+        assert_eq!(wake.changes().of(Watched::Node), 1, "a node not seen before");
         changes.observe(&watcher::Event::Apply(node("2", "2026-11-30T10:10:00Z", false)), &wake);
-        assert_eq!(wake.changes(), 1, "only the heartbeat and the resource version moved");
+        assert_eq!(wake.changes().of(Watched::Node), 1, "only the heartbeat and the resource version moved");
         changes.observe(&watcher::Event::Apply(node("3", "2026-11-30T10:10:00Z", true)), &wake);
-        assert_eq!(wake.changes(), 2, "cordoned");
+        assert_eq!(wake.changes().of(Watched::Node), 2, "cordoned");
         changes.observe(&watcher::Event::Delete(node("4", "2026-11-30T10:10:00Z", true)), &wake);
-        assert_eq!(wake.changes(), 3, "deleted");
+        assert_eq!(wake.changes().of(Watched::Node), 3, "deleted");
         assert_eq!(wake.pending(), 0, "none of it asks for a pass now");
     }
 
@@ -126,11 +126,11 @@ mod tests {
         let mut changes = NodeChanges::default();
         changes.observe(&watcher::Event::Init, &wake);
         changes.observe(&watcher::Event::InitApply(node("1", "2026-11-30T10:00:00Z", false)), &wake);
-        assert_eq!(wake.changes(), 0);
+        assert_eq!(wake.changes().of(Watched::Node), 0);
         changes.observe(&watcher::Event::InitDone, &wake);
-        assert_eq!(wake.changes(), 1);
+        assert_eq!(wake.changes().of(Watched::Node), 1);
         changes.observe(&watcher::Event::Apply(node("2", "2026-11-30T10:01:00Z", false)), &wake);
-        assert_eq!(wake.changes(), 1, "the relisted version is remembered");
+        assert_eq!(wake.changes().of(Watched::Node), 1, "the relisted version is remembered");
     }
 
     #[test]

@@ -19,7 +19,10 @@ use kube::{
     },
 };
 
-use super::{listing::InitialList, wake::Wake};
+use super::{
+    listing::InitialList,
+    wake::{Wake, Watched},
+};
 use crate::snapshot::{PodRecord, convert::pod_record_shared, intern::Interner, pod_record};
 
 /// One watched pod: what the snapshot needs of it, or why it cannot be read.
@@ -94,19 +97,19 @@ fn convert(
             if watched.is_pending_unschedulable() {
                 wake.pod_unschedulable();
             } else if cached.get(&reflector::ObjectRef::from_obj(&watched)).is_none_or(|before| before.0 != watched.0) {
-                wake.input_changed();
+                wake.input_changed(Watched::Pod);
             }
             watcher::Event::Apply(watched)
         }
         watcher::Event::Delete(pod) => {
-            wake.input_changed();
+            wake.input_changed(Watched::Pod);
             watcher::Event::Delete(WatchedPod::from_pod(&pod))
         }
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitApply(pod) => watcher::Event::InitApply(WatchedPod::from_pod_shared(&pod, interner)),
         watcher::Event::InitDone => {
             // A relist replaces the whole cache: whatever it brought counts as changed.
-            wake.input_changed();
+            wake.input_changed(Watched::Pod);
             watcher::Event::InitDone
         }
     }
@@ -118,7 +121,7 @@ pub fn watch(
     client: &Client,
     initial: InitialList,
     wake: Arc<Wake>,
-    events: prometheus_client::metrics::counter::Counter,
+    mut traffic: super::caches::Traffic,
 ) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
     let (store, writer) = reflector::store::<WatchedPod>();
     // Never `any_semantic`: the server would answer the initial list as one body of every pod.
@@ -128,7 +131,7 @@ pub fn watch(
         // The reflector stores a converted event after this returns: the store still holds the previous one.
         let cached = store.clone();
         move |event| {
-            super::caches::count_event(&events, &event);
+            traffic.observe(&event);
             convert(event, &cached, &wake, &mut interner)
         }
     });
@@ -157,7 +160,7 @@ mod tests {
     use serde_json::json;
 
     use super::{WatchedPod, convert, unschedulable_pods};
-    use crate::controller::wake::Wake;
+    use crate::controller::wake::{Wake, Watched};
     use crate::snapshot::intern::Interner;
 
     fn pod(name: &str, node: Option<&str>, unschedulable: bool) -> Pod {
@@ -228,7 +231,7 @@ mod tests {
     fn an_update_no_decision_reads_is_not_counted_as_a_change_and_a_move_is() {
         let mut cache = Cache::new();
         cache.feed(watcher::Event::Apply(pod("web-1", Some("n1"), false)));
-        let after_add = cache.wake.changes();
+        let after_add = cache.wake.changes().of(Watched::Pod);
         assert_eq!(after_add, 1, "a new pod is a change");
 
         let mut restarted = pod("web-1", Some("n1"), false);
@@ -236,12 +239,12 @@ mod tests {
             Some(vec![k8s_openapi::api::core::v1::ContainerStatus { restart_count: 3, ..Default::default() }]);
         restarted.metadata.resource_version = Some("42".into());
         cache.feed(watcher::Event::Apply(restarted));
-        assert_eq!(cache.wake.changes(), after_add, "a restart count is not in the record");
+        assert_eq!(cache.wake.changes().of(Watched::Pod), after_add, "a restart count is not in the record");
 
         cache.feed(watcher::Event::Apply(pod("web-1", Some("n2"), false)));
-        assert_eq!(cache.wake.changes(), after_add + 1, "bound to another node");
+        assert_eq!(cache.wake.changes().of(Watched::Pod), after_add + 1, "bound to another node");
         cache.feed(watcher::Event::Delete(pod("web-1", Some("n2"), false)));
-        assert_eq!(cache.wake.changes(), after_add + 2, "gone");
+        assert_eq!(cache.wake.changes().of(Watched::Pod), after_add + 2, "gone");
         assert_eq!(cache.wake.pending(), 0, "none of it asks for a pass now");
     }
 

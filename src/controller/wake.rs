@@ -19,8 +19,48 @@ pub struct Wake {
     notify: Notify,
     /// Signals raised since the loop last took them.
     pending: AtomicU64,
-    /// Every change to what a pass reads, waking or not; never reset. See [`Wake::changes`].
-    changes: AtomicU64,
+    /// Every change to what a pass reads, waking or not, by what changed; never reset. See
+    /// [`Wake::changes`].
+    changes: [AtomicU64; Watched::ALL.len()],
+}
+
+/// What a counted change was to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    Node,
+    Pod,
+    PodDisruptionBudget,
+    /// A NodeGroup or VPSieNode whose change asks for a pass now.
+    Object,
+}
+
+impl Watched {
+    pub const ALL: [Self; 4] = [Self::Node, Self::Pod, Self::PodDisruptionBudget, Self::Object];
+
+    /// What changed, as a periodic pass's reason to run says it.
+    pub fn changed(self) -> &'static str {
+        match self {
+            Self::Node => "a watched node changed",
+            Self::Pod => "a watched pod changed",
+            Self::PodDisruptionBudget => "a PDB changed",
+            Self::Object => "a NodeGroup or VPSieNode asked for a pass",
+        }
+    }
+}
+
+/// The change counts at one moment, by [`Watched`] kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changes([u64; Watched::ALL.len()]);
+
+impl Changes {
+    /// The first kind whose count differs from `earlier`'s.
+    pub fn since(&self, earlier: &Self) -> Option<Watched> {
+        Watched::ALL.into_iter().find(|&w| self.0[w as usize] != earlier.0[w as usize])
+    }
+
+    pub fn of(&self, watched: Watched) -> u64 {
+        self.0[watched as usize]
+    }
 }
 
 /// How long the loop gathers signals before it plans.
@@ -34,31 +74,31 @@ pub struct Batching {
 
 impl Wake {
     pub fn pod_unschedulable(&self) {
-        self.raise();
+        self.raise(Watched::Pod);
     }
 
     pub fn vpsienode_phase_changed(&self) {
-        self.raise();
+        self.raise(Watched::Object);
     }
 
     pub fn group_changed(&self) {
-        self.raise();
+        self.raise(Watched::Object);
     }
 
     /// Something a pass reads changed without asking for a pass now (a running pod moved, a node was
     /// relabelled): the next periodic pass must not be skipped as quiet.
-    pub fn input_changed(&self) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
+    pub fn input_changed(&self, watched: Watched) {
+        self.changes[watched as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many changes the watches have seen so far; the loop compares two readings to learn whether
-    /// anything changed in between.
-    pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Relaxed)
+    /// How many changes the watches have seen so far, by kind; the loop compares two readings to learn
+    /// whether anything changed in between, and what.
+    pub fn changes(&self) -> Changes {
+        Changes(std::array::from_fn(|i| self.changes[i].load(Ordering::Relaxed)))
     }
 
-    fn raise(&self) {
-        self.input_changed();
+    fn raise(&self, watched: Watched) {
+        self.input_changed(watched);
         self.pending.fetch_add(1, Ordering::Relaxed);
         // Stores a permit when the loop is busy planning, so a signal raised during a pass is not lost.
         self.notify.notify_one();

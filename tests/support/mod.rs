@@ -123,6 +123,20 @@ impl TestEnv {
         out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
     }
 
+    /// Waits (up to 5 min) until no namespace is being deleted, so that a test which disturbs the API
+    /// server or the CRD strands nothing of an earlier test's namespace (see
+    /// [`terminating_namespaces`](Self::terminating_namespaces)).
+    pub fn settle_namespace_deletions(&self) {
+        let settled = (0..600).find(|_| {
+            let idle = self.terminating_namespaces().is_empty();
+            if !idle {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            idle
+        });
+        assert!(settled.is_some(), "namespaces still terminating: {:?}", self.terminating_namespaces());
+    }
+
     /// VPSieNodes whose namespace is gone ("namespace/name"): leftovers no later run may share a cluster
     /// with unnoticed, since they hold worker identifiers and VPSie group ids.
     pub fn stranded_vpsienodes(&self) -> Vec<String> {

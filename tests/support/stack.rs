@@ -306,14 +306,7 @@ impl Stack {
     /// Lease) must find its way back on its own.
     pub fn restart_apiserver(&self, down: Duration) {
         let env = super::env();
-        let settled = (0..600).find(|_| {
-            let idle = env.terminating_namespaces().is_empty();
-            if !idle {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            idle
-        });
-        assert!(settled.is_some(), "namespaces still terminating: {:?}", env.terminating_namespaces());
+        env.settle_namespace_deletions();
         let state = &env.state_dir;
         let script = std::path::Path::new(super::REPO).join("testenv/restart.sh");
         let out = Command::new("bash")

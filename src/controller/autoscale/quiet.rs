@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use crate::{
+    controller::wake::Changes,
     crd::{DRAIN_REQUEST_ANNOTATION, REBALANCE_LABEL, Rebalance, VPSieNode, VPSieNodePhase},
     scale::{down::ScaleDownPlan, up::ScaleUpPlan},
 };
@@ -24,7 +25,7 @@ use crate::{
 /// What a pass read, in two numbers: the watches' change count and the versions of the small caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
-    pub changes: u64,
+    pub changes: Changes,
     pub versions: u64,
 }
 
@@ -49,8 +50,8 @@ impl Quiet {
         instant: Instant,
         full_pass_interval: Duration,
     ) -> Option<&'static str> {
-        if now.changes != self.read.changes {
-            Some("a watched node, pod or PDB changed")
+        if let Some(watched) = now.changes.since(&self.read.changes) {
+            Some(watched.changed())
         } else if now.versions != self.read.versions {
             Some("a NodeGroup, VPSieNode or Rebalance changed")
         } else if clock >= self.until {
@@ -130,6 +131,7 @@ mod tests {
     use kube::ResourceExt;
 
     use super::{Outcome, Quiet, Reading, busy, quiet_until};
+    use crate::controller::wake::{Wake, Watched};
     use crate::{
         crd::{DRAIN_REQUEST_ANNOTATION, VPSieNode, VPSieNodePhase, VPSieNodeStatus},
         scale::{
@@ -256,7 +258,8 @@ mod tests {
 
     #[test]
     fn a_tick_is_skipped_only_with_the_same_reading_before_the_deadline_and_within_the_full_pass_interval() {
-        let read = Reading { changes: 7, versions: 42 };
+        let wake = Wake::default();
+        let read = Reading { changes: wake.changes(), versions: 42 };
         let clock = Timestamp::now();
         let at = Instant::now();
         let quiet = Quiet { read, until: clock + SignedDuration::from_secs(100), at };
@@ -264,7 +267,14 @@ mod tests {
         let later = at + Duration::from_secs(10);
         assert_eq!(quiet.ended(read, clock, later, minute), None);
         let ended = |now, clock, instant| quiet.ended(now, clock, instant, minute);
-        assert_eq!(ended(Reading { changes: 8, ..read }, clock, later), Some("a watched node, pod or PDB changed"));
+        wake.input_changed(Watched::Pod);
+        assert_eq!(ended(Reading { changes: wake.changes(), ..read }, clock, later), Some("a watched pod changed"));
+        wake.input_changed(Watched::Node);
+        assert_eq!(
+            ended(Reading { changes: wake.changes(), ..read }, clock, later),
+            Some("a watched node changed"),
+            "the first kind that changed is named"
+        );
         assert_eq!(
             ended(Reading { versions: 1, ..read }, clock, later),
             Some("a NodeGroup, VPSieNode or Rebalance changed")
