@@ -11,11 +11,17 @@ use prometheus_client::metrics::counter::Counter;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{
-    Api, Client, Resource,
+    Api, Client,
     runtime::{WatchStreamExt, reflector::Store, watcher},
 };
 
-use super::{Context, listing, podcache::WatchedPod, wake::Watched};
+use super::{
+    Context,
+    lean::{self, Lean, Slim},
+    listing,
+    podcache::WatchedPod,
+    wake::Watched,
+};
 
 /// The node, pod and PDB caches, and the one future that keeps all three fed.
 pub async fn watch(
@@ -40,13 +46,7 @@ pub async fn watch(
             traffic.observe(e);
             wake.input_changed(Watched::PodDisruptionBudget)
         };
-        reflect::<PodDisruptionBudget>(
-            client,
-            initial,
-            "poddisruptionbudget",
-            |p| p.metadata.managed_fields = None,
-            observe,
-        )
+        reflect::<PodDisruptionBudget>(client, initial, "poddisruptionbudget", |_| {}, observe)
     };
     let fed = async move {
         futures::future::join3(node_watch, pod_watch, pdb_watch).await;
@@ -85,11 +85,12 @@ fn reflect<K>(
     mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> (kube::runtime::reflector::Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Slim + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), initial.watcher_config())
+    let stream = watcher(Api::<Lean<K>>::all(client.clone()), initial.watcher_config())
         .default_backoff()
+        .map_ok(lean::unwrap_event)
         .modify(strip)
         .map_ok(move |event| {
             observe(&event);
@@ -151,16 +152,12 @@ impl Traffic {
 }
 
 /// What the snapshot and the health checks read of a Node is its name, labels, taints, allocatable,
-/// conditions, `unschedulable` and timestamps; the image list (often the largest part of a Node), the
-/// managed fields, the annotations and the conditions' heartbeat times (a heartbeat alone changes no
-/// decision, see `changes.rs`) are dropped from the cache.
+/// conditions, `unschedulable` and timestamps. The watch parses it lean (`lean.rs`: no managed fields,
+/// images, addresses or system info); the annotations and the conditions' heartbeat times (a heartbeat
+/// alone changes no decision, see `changes.rs`) are dropped before caching.
 pub fn strip_node(node: &mut Node) {
-    node.metadata.managed_fields = None;
     node.metadata.annotations = None;
     if let Some(status) = node.status.as_mut() {
-        status.images = None;
-        status.volumes_attached = None;
-        status.volumes_in_use = None;
         for condition in status.conditions.iter_mut().flatten() {
             condition.last_heartbeat_time = None;
         }

@@ -8,6 +8,7 @@ pub mod autoscale;
 pub mod caches;
 pub mod changes;
 pub mod expectations;
+pub mod lean;
 pub mod listing;
 pub mod orphans;
 pub mod podcache;

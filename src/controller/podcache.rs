@@ -20,6 +20,7 @@ use kube::{
 };
 
 use super::{
+    lean::Lean,
     listing::InitialList,
     wake::{Wake, Watched},
 };
@@ -125,16 +126,19 @@ pub fn watch(
 ) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
     let (store, writer) = reflector::store::<WatchedPod>();
     // Never `any_semantic`: the server would answer the initial list as one body of every pod.
-    let stream = watcher(Api::<Pod>::all(client.clone()), initial.watcher_config()).default_backoff().map_ok({
-        // One interner for the cache's life: a pod's labels are shared with its replicas'.
-        let mut interner = Interner::default();
-        // The reflector stores a converted event after this returns: the store still holds the previous one.
-        let cached = store.clone();
-        move |event| {
-            traffic.observe(&event);
-            convert(event, &cached, &wake, &mut interner)
-        }
-    });
+    let stream = watcher(Api::<Lean<Pod>>::all(client.clone()), initial.watcher_config())
+        .default_backoff()
+        .map_ok(super::lean::unwrap_event)
+        .map_ok({
+            // One interner for the cache's life: a pod's labels are shared with its replicas'.
+            let mut interner = Interner::default();
+            // The reflector stores a converted event after this returns: the store still holds the previous one.
+            let cached = store.clone();
+            move |event| {
+                traffic.observe(&event);
+                convert(event, &cached, &wake, &mut interner)
+            }
+        });
     let fed = reflector::reflector(writer, stream).for_each(|event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = "pod", "watch error");
