@@ -89,11 +89,13 @@ pub fn template(group: &GroupInfo, offering: &OfferingInfo, overhead: Resources)
 /// What DaemonSet pods take on a node of the group: the most they take on any of its nodes, or on any
 /// node of the cluster while the group has none (a new node runs the same DaemonSets).
 pub fn daemonset_overhead(snapshot: &Snapshot, group: &GroupInfo) -> Resources {
-    let per_node = |name: &str| snapshot.pods_on(name).filter(|p| p.is_daemonset).map(|p| p.requests).sum();
-    let of_group: Vec<Resources> =
-        snapshot.nodes.iter().filter(|n| n.in_group(group)).map(|n| per_node(&n.name)).collect();
-    let pool = if of_group.is_empty() { snapshot.nodes.iter().map(|n| per_node(&n.name)).collect() } else { of_group };
-    pool.into_iter().fold(Resources::ZERO, Resources::max)
+    let on = |n: &crate::snapshot::NodeInfo| snapshot.daemonsets_on(&n.name);
+    let mut of_group = snapshot.nodes.iter().filter(|n| n.in_group(group)).peekable();
+    if of_group.peek().is_some() {
+        of_group.map(on).fold(Resources::ZERO, Resources::max)
+    } else {
+        snapshot.nodes.iter().map(on).fold(Resources::ZERO, Resources::max)
+    }
 }
 
 /// An offering whose price can be compared: finite and not negative. Others are never planned.

@@ -379,7 +379,16 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Index {
     nodes: std::collections::HashMap<String, usize>,
-    pods_on: std::collections::HashMap<String, Vec<usize>>,
+    pods_on: std::collections::HashMap<String, OnNode>,
+}
+
+/// What holds resources on one node, gathered in the index's one walk over the pods.
+#[derive(Debug, Clone, Default)]
+struct OnNode {
+    /// Positions in `Snapshot::pods`.
+    pods: Vec<usize>,
+    /// The summed requests of its DaemonSet pods, which every group's planning asks for.
+    daemonsets: Resources,
 }
 
 /// The lazily built [`Index`]; it is derived data, so it never makes two snapshots unequal.
@@ -415,7 +424,12 @@ impl Snapshot {
 
     /// The pods holding resources on `node`, in snapshot order.
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodInfo> + 'a {
-        self.index().pods_on.get(node).into_iter().flatten().map(|i| &*self.pods[*i])
+        self.index().pods_on.get(node).into_iter().flat_map(|on| &on.pods).map(|i| &*self.pods[*i])
+    }
+
+    /// The summed requests of the DaemonSet pods holding resources on `node`.
+    pub fn daemonsets_on(&self, node: &str) -> Resources {
+        self.index().pods_on.get(node).map_or(Resources::ZERO, |on| on.daemonsets)
     }
 
     /// The index, built once. The snapshot must not change after the first look-up (passes build it whole,
@@ -430,7 +444,15 @@ impl Snapshot {
                 if p.occupies_node()
                     && let Some(node) = &p.node_name
                 {
-                    index.pods_on.entry(node.clone()).or_default().push(i);
+                    // Looked up before inserting: a node's name is copied once, not once per pod.
+                    let on = match index.pods_on.get_mut(node.as_str()) {
+                        Some(on) => on,
+                        None => index.pods_on.entry(node.clone()).or_default(),
+                    };
+                    on.pods.push(i);
+                    if p.is_daemonset {
+                        on.daemonsets = on.daemonsets.saturating_add(p.requests);
+                    }
                 }
             }
             index

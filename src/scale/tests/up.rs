@@ -1,7 +1,7 @@
 use super::*;
 use crate::{
     scale::{
-        Misfit, ObjectRef, Rejection,
+        Misfit, ObjectRef, Rejection, daemonset_overhead,
         up::{Capacity, NewNodeReason, plan_scale_up},
     },
     snapshot::{
@@ -346,4 +346,24 @@ fn the_scale_up_note_of_a_group_at_min_nodes_names_only_the_pending_pods() {
     let pods = vec![pending("a", 700, 256), pending("b", 700, 256)];
     let plan = plan_scale_up(&snapshot(vec![], pods, vec![g]), now());
     assert_eq!(plan.groups[0].to_string(), "adding 1 node(s) (1.0000 USD/h) for 2 pending pod(s)");
+}
+
+#[test]
+fn a_groups_daemonset_overhead_is_the_largest_on_its_own_nodes_or_on_any_node_while_it_has_none() {
+    let nodes = vec![node("g1", Some("g"), 4, 8), node("g2", Some("g"), 4, 8), node("o1", Some("other"), 4, 8)];
+    let pods = vec![
+        daemon("agent-g1", "g1", 100, 64),
+        daemon("logs-g1", "g1", 50, 32),
+        daemon("agent-g2", "g2", 200, 16),
+        daemon("agent-o1", "o1", 900, 512),
+        on(pod("work", 3000, 4096), "g2"),
+        daemon("done", "g2", 5000, 5000).with(|p| p.phase = PodPhase::Succeeded),
+    ];
+    let g = group("g", 0, 5, vec![small()]);
+    let empty = group("empty", 0, 5, vec![small()]);
+    let s = snapshot(nodes, pods, vec![g.clone(), empty.clone()]);
+    // g1 holds 150m / 96Mi, g2 200m / 16Mi: the most of each dimension, whatever node it is on. Neither
+    // the workload pod nor the finished DaemonSet pod counts.
+    assert_eq!(daemonset_overhead(&s, &g), Resources::new(200, 96 * MI, 2, 0));
+    assert_eq!(daemonset_overhead(&s, &empty), Resources::new(900, 512 * MI, 2, 0));
 }
