@@ -1,8 +1,10 @@
 //! The large watch caches (nodes, pods, PDBs) every replica keeps warm: how each initial list is
-//! fetched (`listing.rs`), what is stripped before an object is cached, and which events count as a
-//! change for the autoscale loop's quiet passes (`changes.rs`) and as watch traffic in the metrics.
+//! fetched (`listing.rs`), what is never parsed (`lean.rs`) or is stripped before an object is cached,
+//! and which events count as a change for the autoscale loop's quiet passes (`changes.rs`) and as watch
+//! traffic in the metrics (with each complete list logged and counted).
 //!
-//! Pipeline: observe (one watch per kind), strip, count (events and changes), store (a reflector).
+//! Pipeline: observe (one watch per kind, parsed lean), strip, count (events, lists and changes), store
+//! (a reflector).
 
 use std::time::{Duration, Instant};
 
