@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{
     Api, Client,
@@ -33,22 +33,16 @@ pub async fn watch(
     let initial = listing::probe(client).await;
     let traffic = |kind| Traffic::new(&ctx.metrics.controller, kind);
     let (node_store, node_watch) = {
-        let (wake, mut changes, mut traffic) =
-            (ctx.wake.clone(), super::changes::NodeChanges::default(), traffic("Node"));
-        reflect::<Node>(client, initial, "node", strip_node, move |e| {
-            traffic.observe(e);
-            changes.observe(e, &wake)
-        })
+        let (wake, mut changes) = (ctx.wake.clone(), super::changes::NodeChanges::default());
+        let events = watch_lean::<Node>(client, initial, traffic("Node"));
+        reflect(events, "node", strip_node, move |e| changes.observe(e, &wake))
     };
-    let (pod_store, pod_watch) = super::podcache::watch(client, initial, ctx.wake.clone(), traffic("Pod"));
+    let (pod_store, pod_watch) = super::podcache::watch(watch_lean(client, initial, traffic("Pod")), ctx.wake.clone());
     let (pdb_store, pdb_watch) = {
-        let (wake, mut traffic) = (ctx.wake.clone(), traffic("PodDisruptionBudget"));
+        let wake = ctx.wake.clone();
+        let events = watch_lean::<PodDisruptionBudget>(client, initial, traffic("PodDisruptionBudget"));
         // A PDB's status moves only with its pods, which count already; counting every event is simpler.
-        let observe = move |e: &watcher::Event<PodDisruptionBudget>| {
-            traffic.observe(e);
-            wake.input_changed(Watched::PodDisruptionBudget)
-        };
-        reflect::<PodDisruptionBudget>(client, initial, "poddisruptionbudget", |_| {}, observe)
+        reflect(events, "poddisruptionbudget", |_| {}, move |_| wake.input_changed(Watched::PodDisruptionBudget))
     };
     let fed = async move {
         futures::future::join3(node_watch, pod_watch, pdb_watch).await;
@@ -76,12 +70,27 @@ where
     }
 }
 
-/// A reflector of every object of kind `K`, each stripped of what no decision reads before it is
-/// cached and then shown to `observe` (which counts changes), and the future that keeps it fed (errors
-/// are logged and the watch backs off and resumes).
-fn reflect<K>(
+/// Every event of kind `K`, parsed lean (`lean.rs`) and counted as traffic; watch errors back off and
+/// the watch resumes.
+pub fn watch_lean<K>(
     client: &Client,
     initial: listing::InitialList,
+    mut traffic: Traffic,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Slim + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(Api::<Lean<K>>::all(client.clone()), initial.watcher_config()).default_backoff().map_ok(move |event| {
+        let event = lean::unwrap_event(event);
+        traffic.observe(&event);
+        event
+    })
+}
+
+/// A reflector of `events`, each stripped of what no decision reads before it is cached and then shown
+/// to `observe` (which counts changes), and the future that keeps it fed (errors are logged).
+fn reflect<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     what: &'static str,
     strip: fn(&mut K),
     mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
@@ -90,14 +99,10 @@ where
     K: Slim + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let stream = watcher(Api::<Lean<K>>::all(client.clone()), initial.watcher_config())
-        .default_backoff()
-        .map_ok(lean::unwrap_event)
-        .modify(strip)
-        .map_ok(move |event| {
-            observe(&event);
-            event
-        });
+    let stream = events.modify(strip).map_ok(move |event| {
+        observe(&event);
+        event
+    });
     let fed = kube::runtime::reflector(writer, stream).for_each(move |event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = what, "watch error");

@@ -8,22 +8,14 @@
 
 use std::{borrow::Cow, sync::Arc};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Client,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Lookup, Store},
-        watcher,
-    },
+use kube::runtime::{
+    reflector::{self, Lookup, Store},
+    watcher,
 };
 
-use super::{
-    lean::Lean,
-    listing::InitialList,
-    wake::{Wake, Watched},
-};
+use super::wake::{Wake, Watched};
 use crate::snapshot::{PodRecord, convert::pod_record_shared, intern::Interner, pod_record};
 
 /// One watched pod: what the snapshot needs of it, or why it cannot be read.
@@ -116,29 +108,20 @@ fn convert(
     }
 }
 
-/// The pod cache and the future that keeps it fed (watch errors are logged; the watch backs off and
-/// resumes).
+/// The pod cache of the pod watch's `events` (`caches::watch_lean`), and the future that keeps it fed
+/// (watch errors are logged).
 pub fn watch(
-    client: &Client,
-    initial: InitialList,
+    events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static,
     wake: Arc<Wake>,
-    mut traffic: super::caches::Traffic,
 ) -> (Store<WatchedPod>, impl Future<Output = ()> + Send + 'static) {
     let (store, writer) = reflector::store::<WatchedPod>();
-    // Never `any_semantic`: the server would answer the initial list as one body of every pod.
-    let stream = watcher(Api::<Lean<Pod>>::all(client.clone()), initial.watcher_config())
-        .default_backoff()
-        .map_ok(super::lean::unwrap_event)
-        .map_ok({
-            // One interner for the cache's life: a pod's labels are shared with its replicas'.
-            let mut interner = Interner::default();
-            // The reflector stores a converted event after this returns: the store still holds the previous one.
-            let cached = store.clone();
-            move |event| {
-                traffic.observe(&event);
-                convert(event, &cached, &wake, &mut interner)
-            }
-        });
+    let stream = events.map_ok({
+        // One interner for the cache's life: a pod's labels are shared with its replicas'.
+        let mut interner = Interner::default();
+        // The reflector stores a converted event after this returns: the store still holds the previous one.
+        let cached = store.clone();
+        move |event| convert(event, &cached, &wake, &mut interner)
+    });
     let fed = reflector::reflector(writer, stream).for_each(|event| async move {
         if let Err(e) = event {
             tracing::warn!(error = %e, watch = "pod", "watch error");

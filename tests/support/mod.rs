@@ -127,14 +127,13 @@ impl TestEnv {
     /// server or the CRD strands nothing of an earlier test's namespace (see
     /// [`terminating_namespaces`](Self::terminating_namespaces)).
     pub fn settle_namespace_deletions(&self) {
-        let settled = (0..600).find(|_| {
-            let idle = self.terminating_namespaces().is_empty();
-            if !idle {
-                std::thread::sleep(std::time::Duration::from_millis(500));
+        for _ in 0..600 {
+            if self.terminating_namespaces().is_empty() {
+                return;
             }
-            idle
-        });
-        assert!(settled.is_some(), "namespaces still terminating: {:?}", self.terminating_namespaces());
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!("namespaces still terminating after 5 min: {:?}", self.terminating_namespaces());
     }
 
     /// VPSieNodes whose namespace is gone ("namespace/name"): leftovers no later run may share a cluster
